@@ -1,0 +1,139 @@
+"""The NHN Vehicle Plate OCR API: build the request, parse the answer, classify the result code.
+
+Every call ends in exactly one `Answer` whose `kind` follows SPEC's table; transport trouble
+(timeouts, refused or reset connections, gateway 429/5xx, bodies that are not the expected JSON)
+is retryable. Nothing here raises for a single call's failure, and no text that leaves this module
+can carry the secret key.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import aiohttp
+
+from pipeline.config import ApiSettings
+from pipeline.outcomes import Answer, Kind, Plate, Recognition
+
+API_PATH = "/v1.0/appkeys/{app_key}/vehicle-plate"
+
+RETRY_CODES = frozenset({-1, 4000006})
+PERMANENT_CODES = frozenset({4000001, 4000002, 4000003, 4000004, 4131000})
+FATAL_CODES = frozenset({4000005, 4010001, 4000401})
+BOX_KEYS = ("x1", "y1", "x2", "y2", "x3", "y3", "x4", "y4")
+MESSAGE_MAX_CHARS = 500
+
+
+def classify(code: int) -> Kind:
+    if code == 0:
+        return Kind.DONE
+    if code in FATAL_CODES:
+        return Kind.FATAL
+    if code in PERMANENT_CODES:
+        return Kind.PERMANENT
+    if code in RETRY_CODES or 5000000 <= code <= 5999999:
+        return Kind.RETRY
+    return Kind.UNKNOWN
+
+
+def parse_answer(http_status: int, body: bytes, latency_s: float) -> Answer:
+    """Turn one HTTP answer into an `Answer`; pure, so every odd body can be unit-tested."""
+    if http_status != 200:
+        return Answer(Kind.RETRY, f"http_{http_status}", _snippet(body), latency_s, http_status)
+    try:
+        doc = json.loads(body)
+        header = doc["header"]
+        code = int(header["resultCode"])
+        message = str(header.get("resultMessage") or "")
+    except (ValueError, TypeError, KeyError) as exc:
+        reason = f"not the API's JSON ({type(exc).__name__}): {_snippet(body)}"
+        return Answer(Kind.RETRY, "bad_response", reason, latency_s, http_status)
+    kind = classify(code)
+    if kind is not Kind.DONE:
+        return Answer(kind, str(code), message[:MESSAGE_MAX_CHARS], latency_s, http_status)
+    try:
+        recognition = _parse_result(doc["result"], body)
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        reason = f"success without a usable result ({type(exc).__name__}): {_snippet(body)}"
+        return Answer(Kind.RETRY, "bad_response", reason, latency_s, http_status)
+    return Answer(Kind.DONE, "0", message, latency_s, http_status, recognition)
+
+
+def _parse_result(result: dict[str, Any], body: bytes) -> Recognition:
+    values = result.get("values") or []
+    boxes = result.get("boxes") or []
+    # values[i] belongs to boxes[i]. A value without a box is kept without coordinates; a box
+    # without a value reads nothing and stays only in the raw response.
+    plates = tuple(
+        Plate(
+            value=None if v.get("value") is None else str(v["value"]),
+            conf=None if v.get("conf") is None else float(v["conf"]),
+            box=_box(boxes[i]) if i < len(boxes) else None,
+        )
+        for i, v in enumerate(values)
+    )
+    return Recognition(
+        file_type=result.get("fileType"),
+        resolution=result.get("resolution"),
+        plates=plates,
+        raw=body.decode("utf-8", errors="replace"),
+    )
+
+
+def _box(box: dict[str, Any]) -> tuple[int, int, int, int, int, int, int, int] | None:
+    try:
+        return tuple(int(box[k]) for k in BOX_KEYS)  # type: ignore[return-value]
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _snippet(body: bytes) -> str:
+    return body[:200].decode("utf-8", errors="replace")
+
+
+class NhnClient:
+    """One shared aiohttp session posting images to the endpoint; use as `async with`."""
+
+    def __init__(self, api: ApiSettings, *, connections: int) -> None:
+        self._api = api
+        self._url = api.endpoint.rstrip("/") + API_PATH.format(app_key=api.app_key)
+        self._connections = connections
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> NhnClient:
+        timeout = aiohttp.ClientTimeout(
+            total=self._api.timeout_s, sock_connect=self._api.connect_timeout_s
+        )
+        connector = aiohttp.TCPConnector(limit=self._connections, limit_per_host=self._connections)
+        self._session = aiohttp.ClientSession(
+            timeout=timeout,
+            connector=connector,
+            headers={"Authorization": self._api.secret_key.reveal()},
+        )
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def recognize(self, data: bytes, filename: str, content_type: str) -> Answer:
+        assert self._session is not None, "use NhnClient as `async with`"
+        form = aiohttp.FormData()
+        form.add_field("image", data, filename=filename, content_type=content_type)
+        started = time.monotonic()
+        try:
+            async with self._session.post(self._url, data=form) as response:
+                body = await response.read()
+                return parse_answer(response.status, body, time.monotonic() - started)
+        except TimeoutError:
+            return self._transport("timeout", "no answer in time", started)
+        except aiohttp.ClientConnectionError as exc:
+            return self._transport("connection", f"{type(exc).__name__}: {exc}", started)
+        except aiohttp.ClientError as exc:
+            return self._transport("client_error", f"{type(exc).__name__}: {exc}", started)
+
+    def _transport(self, code: str, message: str, started: float) -> Answer:
+        message = self._api.secret_key.redact(message)[:MESSAGE_MAX_CHARS]
+        return Answer(Kind.RETRY, code, message, time.monotonic() - started)

@@ -1,0 +1,109 @@
+"""Database URLs, engines and migrations: plain URLs in, the right async driver out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from pipeline.errors import ConfigError
+
+DEFAULT_DB_URL = "sqlite:///platepipe.db"
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+# One writing connection per process on SQLite; callers queue for it instead of meeting
+# "database is locked". Waiting for it is bounded only by the slowest single statement.
+SQLITE_POOL_TIMEOUT_S = 600
+POSTGRES_POOL_SIZE = 5
+WRITE_OPTION = "platepipe_writes"  # execution option: this transaction will write
+
+_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
+
+
+def parse_url(url: str) -> URL:
+    """`url` with platepipe's async driver for its database; ConfigError if it cannot work."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise ConfigError(f"not a database URL: {url!r} (try sqlite:///nightly.db)") from exc
+    backend = (
+        "postgresql" if parsed.drivername.startswith("postgres") else parsed.get_backend_name()
+    )
+    if backend not in _DRIVERS:
+        raise ConfigError(f"unsupported database {backend!r}: use sqlite:/// or postgresql://")
+    return parsed.set(drivername=_DRIVERS[backend])
+
+
+def async_url(url: str) -> str:
+    return parse_url(url).render_as_string(hide_password=False)
+
+
+def display_url(url: str) -> str:
+    """The URL as it may be shown to people and logs: password hidden."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<invalid URL>"
+
+
+def create_engine(url: str) -> AsyncEngine:
+    parsed = parse_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        engine = create_async_engine(
+            parsed, pool_size=1, max_overflow=0, pool_timeout=SQLITE_POOL_TIMEOUT_S
+        )
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "begin", _sqlite_begin)
+        return engine
+    return create_async_engine(parsed, pool_size=POSTGRES_POOL_SIZE, pool_pre_ping=True)
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    # The driver's own transaction handling skips BEGIN before DDL, so a migration killed
+    # midway would leave half a schema; `_sqlite_begin` issues every BEGIN itself instead.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    # WAL lets `status` read while a run writes; NORMAL sync in WAL mode survives a killed
+    # process (only power loss can drop the last commits, never corrupt the file).
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _sqlite_begin(connection) -> None:
+    # A transaction that will write takes the write lock up front (IMMEDIATE): one that read
+    # first and upgraded later could fail at once with "database is locked" when another
+    # process wrote in between, where waiting for the lock honours busy_timeout instead.
+    writes = connection.get_execution_options().get(WRITE_OPTION, False)
+    connection.exec_driver_sql("BEGIN IMMEDIATE" if writes else "BEGIN")
+
+
+def migrations_dir() -> Path:
+    """migrations/ of a source checkout, or the copy a wheel carries inside the package."""
+    packaged = Path(__file__).resolve().parent / "_migrations"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parent.parent / "migrations"
+
+
+def alembic_config() -> Config:
+    config = Config(str(migrations_dir() / "alembic.ini"))
+    config.set_main_option("script_location", str(migrations_dir()))
+    return config
+
+
+async def upgrade(connection: AsyncConnection, revision: str = "head") -> None:
+    """Apply migrations up to `revision` on an open connection (in its transaction)."""
+
+    def _upgrade(sync_connection) -> None:
+        config = alembic_config()
+        config.attributes["connection"] = sync_connection
+        command.upgrade(config, revision)
+
+    await connection.run_sync(_upgrade)

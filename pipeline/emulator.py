@@ -1,0 +1,410 @@
+"""A local server compatible with NHN Cloud's Vehicle Plate OCR API, for dry runs and tests.
+
+It does NOT read plates in images. Every answer is synthetic, derived deterministically from the
+sha256 of the uploaded bytes: the same file always gets the same plates, confidences and boxes.
+The only thing read from the image is its width and height (with Pillow), to place the boxes
+inside it and to compute ``resolution``.
+
+It follows the real service where a client can tell the difference: the route, the
+``Authorization`` header, the multipart field ``image``, HTTP 200 for every answer with the
+``header`` envelope, the result codes and the order in which they are checked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import hashlib
+import hmac
+import json
+import os
+import random
+import signal
+from collections import Counter
+from dataclasses import dataclass, field
+from io import BytesIO
+from typing import Any
+
+import click
+from aiohttp import BodyPartReader, web
+from PIL import JpegImagePlugin, PngImagePlugin
+
+MAX_IMAGE_BYTES = 5 * 1024 * 1024
+# Room for the multipart boundaries and part headers around an image of exactly MAX_IMAGE_BYTES.
+MULTIPART_ALLOWANCE_BYTES = 64 * 1024
+# Above aiohttp's own limit would answer HTTP 413 before we can answer 4131000 like NHN does.
+CLIENT_MAX_SIZE_BYTES = 4 * MAX_IMAGE_BYTES
+READ_CHUNK_BYTES = 64 * 1024
+# In-flight requests get this long to finish when the server stops.
+SHUTDOWN_GRACE_SECONDS = 5.0
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8089
+ENDPOINT_PATH = "/v1.0/appkeys/{appKey}/vehicle-plate"
+STATS_PATH = "/_emulator/stats"
+
+NORMAL_MIN_LONG_SIDE_PX = 1280
+NORMAL_MIN_SHORT_SIDE_PX = 720
+MAX_PLATES = 3
+CONF_MIN, CONF_MAX = 0.30, 0.99
+# A Korean plate is 520 x 110 mm.
+PLATE_ASPECT = 520 / 110
+PLATE_SYLLABLES = tuple("가나다라마거너더러머버서어저고노도로모보소오조구누두루무부수우주하허호배")
+
+MAGIC_FILE_TYPES = {b"\xff\xd8\xff": "jpg", b"\x89PNG\r\n\x1a\n": "png"}
+_HEADER_PARSERS = {"jpg": JpegImagePlugin.JpegImageFile, "png": PngImagePlugin.PngImageFile}
+# Camera image headers (EXIF and thumbnail included) fit here and parse inline in ~30 us; only
+# files whose size is not found in it are parsed again in full, in a thread.
+HEADER_PREFIX_BYTES = 64 * 1024
+
+SUCCESS = 0
+INVALID_PARAMETER = 4000001
+INVALID_FILE = 4000002
+INVALID_FILE_TYPE = 4000003
+EMPTY_FILE = 4000004
+HEADERS_MISSING = 4000005
+INVALID_KEYS = 4010001
+TOO_LARGE = 4131000
+RESULT_MESSAGES = {
+    SUCCESS: "SUCCESS",
+    INVALID_PARAMETER: "invalid parameter",
+    INVALID_FILE: "invalid file",
+    INVALID_FILE_TYPE: "invalid file type",
+    EMPTY_FILE: "uploaded file is empty",
+    HEADERS_MISSING: "required headers missing",
+    INVALID_KEYS: "invalid appKey or secretKey",
+    TOO_LARGE: "request larger than 5 MB",
+}
+
+# Plates as readable Hangul, not \uXXXX escapes, for whoever looks with curl.
+_dumps = functools.partial(json.dumps, ensure_ascii=False)
+# Latency jitter is random on purpose; answers are not (they come from the image hash).
+_latency_random = random.Random()
+
+
+def synthetic_result(data: bytes, width: int, height: int, file_type: str) -> dict[str, Any]:
+    """Return the ``result`` object for an image: 0..3 made-up plates, fixed by sha256(data)."""
+    digest = hashlib.sha256(data).digest()
+    count = digest[0] % (MAX_PLATES + 1)  # uniform over 0..3, so about a quarter have none
+    w, h = max(width, 1), max(height, 1)
+    values: list[dict[str, Any]] = []
+    boxes: list[dict[str, int]] = []
+    for index in range(count):
+        # One independent 32-byte stream per plate keeps plates stable if MAX_PLATES changes.
+        d = hashlib.sha256(digest + bytes([index])).digest()
+        head = f"{d[1] % 100:02d}" if d[2] % 2 else f"{100 + int.from_bytes(d[1:3]) % 900}"
+        syllable = PLATE_SYLLABLES[d[3] % len(PLATE_SYLLABLES)]
+        tail = f"{int.from_bytes(d[4:6]) % 10000:04d}"
+        conf = CONF_MIN + (CONF_MAX - CONF_MIN) * int.from_bytes(d[6:8]) / 0xFFFF
+        values.append({"value": f"{head}{syllable}{tail}", "conf": round(conf, 4)})
+        boxes.append(_plate_box(d, index, count, w, h))
+    long_side, short_side = max(w, h), min(w, h)
+    normal = long_side >= NORMAL_MIN_LONG_SIDE_PX and short_side >= NORMAL_MIN_SHORT_SIDE_PX
+    return {
+        "fileType": file_type,
+        "values": values,
+        "boxes": boxes,
+        "resolution": "normal" if normal else "low",
+    }
+
+
+def _plate_box(d: bytes, index: int, count: int, w: int, h: int) -> dict[str, int]:
+    # Each plate gets its own vertical strip of the image so that boxes never overlap.
+    strip_px = w / count
+    box_w = max(1, int(strip_px * (0.35 + 0.5 * d[8] / 255)))
+    box_h = min(h - 1, max(1, round(box_w / PLATE_ASPECT)))
+    x1 = int(index * strip_px + (strip_px - box_w) * d[9] / 255)
+    y1 = int((h - 1 - box_h) * d[10] / 255)
+    max_skew = box_h // 4  # a slight tilt, as a camera sees a plate
+    skew = d[11] % (2 * max_skew + 1) - max_skew
+    x2 = min(x1 + box_w, w - 1)
+
+    def y(value: int) -> int:
+        return min(max(value, 0), h - 1)
+
+    # Clockwise from the top-left corner, as NHN numbers them.
+    return dict(
+        x1=x1, y1=y(y1), x2=x2, y2=y(y1 + skew),
+        x3=x2, y3=y(y1 + box_h + skew), x4=x1, y4=y(y1 + box_h),
+    )  # fmt: skip
+
+
+@dataclass
+class EmulatorStats:
+    """Server-side accounting, so tests and benchmarks can check what the client really sent."""
+
+    record: bool = False
+    calls: int = 0
+    in_flight: int = 0
+    max_in_flight: int = 0
+    by_code: Counter[int] = field(default_factory=Counter)
+    # Only filled when record=True: they grow with the number of distinct images.
+    by_sha256: Counter[str] = field(default_factory=Counter)
+    answers: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "calls": self.calls,
+            "in_flight": self.in_flight,
+            "max_in_flight": self.max_in_flight,
+            "by_code": {str(code): n for code, n in sorted(self.by_code.items())},
+            "record": self.record,
+            "by_sha256": dict(self.by_sha256),
+            "answers": self.answers,
+        }
+
+
+STATS_KEY = web.AppKey("platepipe_emulator_stats", EmulatorStats)
+
+
+class _Rejected(Exception):
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class _Decision:
+    code: int
+    result: dict[str, Any] | None = None
+    image_sha256: str | None = None
+
+
+class _VehiclePlateEndpoint:
+    def __init__(
+        self, app_key: str, secret_key: str, latency: tuple[float, float], record: bool
+    ) -> None:
+        self._app_key = app_key.encode("utf-8", "surrogateescape")
+        self._secret_key = secret_key.encode("utf-8", "surrogateescape")
+        self._latency = latency
+        self._record = record
+
+    async def handle(self, request: web.Request) -> web.Response:
+        stats = request.app[STATS_KEY]
+        stats.calls += 1
+        stats.in_flight += 1
+        stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
+        try:
+            decision = await self.decide(request)
+            header = {
+                "isSuccessful": decision.code == SUCCESS,
+                "resultCode": decision.code,
+                "resultMessage": RESULT_MESSAGES[decision.code],
+            }
+            answer: dict[str, Any] = {"header": header}
+            if decision.result is not None:
+                answer["result"] = decision.result
+            stats.by_code[decision.code] += 1
+            if self._record and decision.image_sha256 is not None:
+                stats.by_sha256[decision.image_sha256] += 1
+                stats.answers[decision.image_sha256] = answer
+            low, high = self._latency
+            if high > 0:
+                await asyncio.sleep(_latency_random.uniform(low, high))
+            return web.json_response(answer, dumps=_dumps)
+        finally:
+            stats.in_flight -= 1
+
+    async def decide(self, request: web.Request) -> _Decision:
+        """The one place an answer is chosen: fault injection and rate limits belong here."""
+        authorization = request.headers.get("Authorization")
+        if authorization is None:
+            return _Decision(HEADERS_MISSING)
+        url_key = request.match_info["appKey"].encode("utf-8", "surrogateescape")
+        # Both comparisons always run, so timing does not tell which key was wrong.
+        key_ok = hmac.compare_digest(url_key, self._app_key)
+        secret_ok = hmac.compare_digest(
+            authorization.encode("utf-8", "surrogateescape"), self._secret_key
+        )
+        if not (key_ok and secret_ok):
+            return _Decision(INVALID_KEYS)
+        length = request.content_length
+        if length is not None and length > MAX_IMAGE_BYTES + MULTIPART_ALLOWANCE_BYTES:
+            return _Decision(TOO_LARGE)
+        try:
+            data = await _read_image_field(request)
+        except _Rejected as rejected:
+            return _Decision(rejected.code)
+        # Hashed twice on success when recording; not at all when not (benchmarks).
+        sha = hashlib.sha256(data).hexdigest() if self._record else None
+        if not data:
+            return _Decision(EMPTY_FILE, image_sha256=sha)
+        file_type = next(
+            (t for magic, t in MAGIC_FILE_TYPES.items() if data.startswith(magic)), None
+        )
+        if file_type is None:
+            return _Decision(INVALID_FILE_TYPE, image_sha256=sha)
+        size = _read_size(data[:HEADER_PREFIX_BYTES], file_type)
+        if size is None and len(data) > HEADER_PREFIX_BYTES:
+            # Pillow scans a damaged JPEG byte by byte (seconds for 5 MB): keep that off the loop.
+            size = await asyncio.to_thread(_read_size, data, file_type)
+        if size is None:
+            return _Decision(INVALID_FILE, image_sha256=sha)
+        return _Decision(SUCCESS, synthetic_result(data, *size, file_type), sha)
+
+
+def _read_size(data: bytes, file_type: str) -> tuple[int, int] | None:
+    try:
+        # The plugin class parses the header only. Unlike Image.open it skips the
+        # decompression-bomb check, which guards decoding pixels, and nothing is decoded here.
+        with _HEADER_PARSERS[file_type](BytesIO(data)) as image:
+            return image.size
+    except Exception:  # Pillow raises many types for a damaged file; all mean "invalid file"
+        return None
+
+
+async def _read_image_field(request: web.Request) -> bytes:
+    """Stream the multipart body and return the ``image`` part, never holding more than the cap."""
+    # Checked here because aiohttp's reader asserts (not raises) on a non-multipart body.
+    if not request.content_type.startswith("multipart/"):
+        raise _Rejected(INVALID_PARAMETER)
+    try:
+        reader = await request.multipart()
+        async for part in reader:  # advancing discards the unread parts we skip
+            if isinstance(part, BodyPartReader) and part.name == "image":
+                data = bytearray()
+                while chunk := await part.read_chunk(READ_CHUNK_BYTES):
+                    data += chunk
+                    if len(data) > MAX_IMAGE_BYTES:
+                        raise _Rejected(TOO_LARGE)
+                return bytes(data)
+    except ValueError as exc:  # malformed multipart: bad boundary, bad part headers
+        raise _Rejected(INVALID_PARAMETER) from exc
+    raise _Rejected(INVALID_PARAMETER)
+
+
+async def _stats(request: web.Request) -> web.Response:
+    return web.json_response(request.app[STATS_KEY].to_json(), dumps=_dumps)
+
+
+def make_app(
+    app_key: str,
+    secret_key: str,
+    *,
+    latency: tuple[float, float] = (0.0, 0.0),
+    record: bool = False,
+) -> web.Application:
+    """Build the emulator application; its accounting is ``app[STATS_KEY]``."""
+    low, high = latency
+    if not 0 <= low <= high:
+        raise ValueError(f"latency must be 0 <= low <= high, got {latency!r}")
+    app = web.Application(client_max_size=CLIENT_MAX_SIZE_BYTES)
+    app[STATS_KEY] = EmulatorStats(record=record)
+    endpoint = _VehiclePlateEndpoint(app_key, secret_key, (low, high), record)
+    app.router.add_post(ENDPOINT_PATH, endpoint.handle)
+    app.router.add_get(STATS_PATH, _stats)
+    return app
+
+
+async def start_emulator(
+    host: str = DEFAULT_HOST,
+    port: int = 0,
+    *,
+    app_key: str,
+    secret_key: str,
+    latency: tuple[float, float] = (0.0, 0.0),
+    record: bool = False,
+) -> tuple[web.AppRunner, str]:
+    """Serve the emulator in the running loop; return the runner (to ``cleanup()``) and base URL."""
+    app = make_app(app_key, secret_key, latency=latency, record=record)
+    runner = web.AppRunner(app, shutdown_timeout=SHUTDOWN_GRACE_SECONDS)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    bound_port = runner.addresses[0][1]
+    url_host = f"[{host}]" if ":" in host else host
+    return runner, f"http://{url_host}:{bound_port}"
+
+
+def _parse_latency(ctx: click.Context, param: click.Parameter, value: str) -> tuple[float, float]:
+    low_text, sep, high_text = value.partition("-")
+    try:
+        low = float(low_text)
+        high = float(high_text) if sep else low
+    except ValueError:
+        raise click.BadParameter(f"expected seconds like 0.1 or 0.05-0.15, got {value!r}") from None
+    if not 0 <= low <= high:
+        raise click.BadParameter(f"expected 0 <= low <= high, got {value!r}")
+    return low, high
+
+
+async def _serve(
+    host: str, port: int, app_key: str, secret_key: str, latency: tuple[float, float], record: bool
+) -> None:
+    try:
+        runner, url = await start_emulator(
+            host, port, app_key=app_key, secret_key=secret_key, latency=latency, record=record
+        )
+    except OSError as exc:  # address in use, unknown host
+        # asyncio's bind message repeats the address; the errno text alone reads better.
+        reason = os.strerror(exc.errno) if exc.errno and exc.errno > 0 else exc.strerror or exc
+        raise click.ClickException(f"cannot listen on {host}:{port}: {reason}") from None
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):  # Windows has no loop signal handlers
+            loop.add_signal_handler(signum, stop.set)
+    click.echo(f"platepipe emulator listening on {url}")  # click.echo flushes
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+@click.command("emulator")
+@click.option("--host", default=DEFAULT_HOST, show_default=True, help="Address to listen on.")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=DEFAULT_PORT,
+    show_default=True,
+    help="Port to listen on; 0 picks any free port.",
+)
+@click.option(
+    "--app-key",
+    envvar="NHN_OCR_APP_KEY",
+    default="demo-app-key",
+    show_default=True,
+    show_envvar=True,
+    help="appKey expected in the URL.",
+)
+@click.option(
+    "--secret-key",
+    envvar="NHN_OCR_SECRET_KEY",
+    default="demo-secret-key",
+    show_default=False,  # the value may be a real secret taken from the environment
+    show_envvar=True,
+    help="secretKey expected in the Authorization header.",
+)
+@click.option(
+    "--latency",
+    default="0",
+    show_default=True,
+    callback=_parse_latency,
+    help="Seconds to wait before each answer: a fixed 0.1 or a uniform range 0.05-0.15.",
+)
+@click.option(
+    "--record/--no-record",
+    default=False,
+    show_default=True,
+    help="Keep per-image call counts and last answers (GET /_emulator/stats).",
+)
+def emulator_command(
+    host: str, port: int, app_key: str, secret_key: str, latency: tuple[float, float], record: bool
+) -> None:
+    """Serve the NHN Vehicle Plate OCR endpoint locally, for dry runs and tests.
+
+    It does not read images: the plates it returns are synthetic, derived from the image bytes
+    (the same file always gets the same answer). Only the image size is read, for the boxes and
+    the resolution. Counters are at GET /_emulator/stats.
+
+    \b
+    Example:
+        platepipe emulator --port 8089 --latency 0.05-0.15
+        curl -X POST http://127.0.0.1:8089/v1.0/appkeys/demo-app-key/vehicle-plate \\
+            -F 'image=@sample.png' -H 'Authorization: demo-secret-key'
+    """
+    asyncio.run(_serve(host, port, app_key, secret_key, latency, record))

@@ -1,0 +1,52 @@
+"""Every error platepipe raises on purpose, and the exit code each one ends a run with.
+
+    PipelineError                 root; carries the exit code the CLI ends with
+    ├── ConfigError               bad settings or credentials missing (exit 1)
+    ├── DatabaseError             the database is unreachable or refused a statement (exit 1)
+    ├── JobBusyError              another live run holds the job (exit 1)
+    ├── JobNotFoundError          continuing a job that does not exist (exit 2)
+    └── FatalApiError             the API said stop: bad credentials, service not enabled (exit 1)
+
+aiohttp and SQLAlchemy errors are translated into these at the boundary (client.py, store.py), so
+the CLI can print one line and exit with the documented code, never a traceback.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_FATAL = 1
+EXIT_USAGE = 2
+EXIT_STOPPED = 3
+EXIT_FAILED_ITEMS = 4
+
+
+class PipelineError(Exception):
+    """Root of platepipe's errors; `exit_code` is what the CLI exits with."""
+
+    exit_code = EXIT_FATAL
+
+
+class ConfigError(PipelineError):
+    """Settings that cannot work: missing credentials, an unparsable URL, bad values."""
+
+
+class DatabaseError(PipelineError):
+    """The database cannot be reached or refused what we asked of it."""
+
+
+class JobBusyError(PipelineError):
+    """Another run that is still alive is processing the same job."""
+
+
+class JobNotFoundError(PipelineError):
+    """A job was named for continuing, but no job of that name exists."""
+
+    exit_code = EXIT_USAGE
+
+
+class FatalApiError(PipelineError):
+    """The API answered with a code that means no further call can succeed."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"the API refused the run: {code} {message}".strip())
+        self.code = code

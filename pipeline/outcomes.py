@@ -1,0 +1,59 @@
+"""The records that travel between the stages: what the API answered, and what an item became."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+
+class Kind(StrEnum):
+    """What one API answer means for the item and for the run (SPEC's result-code table)."""
+
+    DONE = "done"
+    RETRY = "retry"  # transient: try the item again later
+    UNKNOWN = "unknown"  # an undocumented code: retried a few times, then failed
+    PERMANENT = "permanent"  # the item can never succeed: failed with the code
+    FATAL = "fatal"  # no call can succeed: stop the run, items stay pending
+
+
+@dataclass(frozen=True, slots=True)
+class Plate:
+    value: str | None
+    conf: float | None
+    box: tuple[int, int, int, int, int, int, int, int] | None  # x1, y1, ... x4, y4
+
+
+@dataclass(frozen=True, slots=True)
+class Recognition:
+    file_type: str | None
+    resolution: str | None
+    plates: tuple[Plate, ...]
+    raw: str  # the response body as received, for audits and re-parsing
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """One API call's result, classified."""
+
+    kind: Kind
+    code: str  # the NHN resultCode as text, or a transport reason such as `timeout`
+    message: str
+    latency_s: float
+    http_status: int | None = None
+    recognition: Recognition | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What the writer records for one claimed item, in one transaction with its batch."""
+
+    item_id: int
+    status: str  # done | pending | failed | skipped
+    attempts: int
+    error_code: str | None = None
+    error_message: str | None = None
+    next_attempt_at: datetime | None = None
+    recognition: Recognition | None = None
+    latency_ms: int = 0
+    called: bool = False  # whether an API call was spent on it

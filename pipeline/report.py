@@ -1,0 +1,58 @@
+"""What people read: the end-of-run summary and `status`, as text or JSON."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipeline.store import JobSummary
+
+TOP_ERROR_CODES = 5
+
+
+def format_job(summary: JobSummary) -> str:
+    counts = summary.counts
+    lines = [
+        f"job {summary.name}: {summary.total} items",
+        "  " + ", ".join(f"{status} {n}" for status, n in counts.items()),
+        f"  API calls recorded: {summary.calls}",
+    ]
+    if summary.error_codes:
+        top = sorted(summary.error_codes.items(), key=lambda kv: (-kv[1], kv[0]))
+        lines.append(
+            "  error codes: " + ", ".join(f"{code} {n}" for code, n in top[:TOP_ERROR_CODES])
+        )
+    if summary.last_activity:
+        when = summary.last_activity.isoformat(sep=" ", timespec="seconds")
+        lines.append(f"  last activity: {when} UTC")
+    return "\n".join(lines)
+
+
+def format_report(report: Any) -> str:
+    """The summary a run prints at its end (`report` is a runner.RunReport)."""
+    pool, elapsed = report.pool, report.elapsed_s
+    rate = pool.calls / elapsed if elapsed > 0 else 0.0
+    lines = [
+        format_job(report.job),
+        f"this run: scanned {report.scan.files} files, {pool.calls} calls "
+        f"({pool.retries} retried) in {elapsed:.1f}s, {rate:.1f} calls/s",
+    ]
+    if report.scan.unencodable_names or report.scan.unreadable_dirs:
+        lines.append(
+            f"  not scanned: {report.scan.unencodable_names} names not valid UTF-8, "
+            f"{report.scan.unreadable_dirs} folders unreadable"
+        )
+    if report.stopped_by and not report.fatal:
+        lines.append(f"stopped early ({report.stopped_by}): run again to resume")
+    return "\n".join(lines)
+
+
+def job_json(summary: JobSummary) -> dict[str, Any]:
+    return {
+        "job": summary.name,
+        "total": summary.total,
+        "counts": summary.counts,
+        "error_codes": summary.error_codes,
+        "calls": summary.calls,
+        "created_at": summary.created_at.isoformat(),
+        "last_activity": summary.last_activity.isoformat() if summary.last_activity else None,
+    }

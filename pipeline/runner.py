@@ -1,0 +1,272 @@
+"""One run of a job: scanner, claimer, worker pool, writer and heartbeat, wired together.
+
+    scan ──> items table ──claimer──> bounded queue ──> workers ──> writer ──> items table
+                                 (claim_batch)        (limiter, client)   (record_outcomes)
+
+The run ends when the job has nothing left to do, or early on a signal or a fatal API answer:
+then claiming stops, in-flight calls finish, the writer flushes, and unstarted items go back to
+pending. The exit code follows SPEC.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from pipeline.client import NhnClient
+from pipeline.config import RunSettings
+from pipeline.errors import EXIT_FAILED_ITEMS, EXIT_FATAL, EXIT_OK, EXIT_STOPPED
+from pipeline.outcomes import Answer, Outcome
+from pipeline.scanner import Filter, ScanStats, scan_into
+from pipeline.store import ClaimedItem, Job, JobSummary, Store, utcnow
+from pipeline.workers import PoolStats, RetryPolicy, WorkerPool, make_limiter
+from pipeline.writer import Writer
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_EVERY_S = 10.0
+IDLE_POLL_S = 0.5  # how often an idle claimer looks again when waiting for retries or the scan
+QUEUE_PER_WORKER = 2
+REFILL_POLL_S = 0.01
+
+
+@dataclass
+class RunReport:
+    """What a run did, for the summary and the exit code."""
+
+    job: JobSummary
+    scan: ScanStats
+    pool: PoolStats
+    elapsed_s: float
+    stopped_by: str | None = None  # "signal" / "SIGTERM" ..., None when the job ran out of work
+    fatal: str | None = None  # the fatal API answer's one-line reason
+
+    @property
+    def exit_code(self) -> int:
+        if self.fatal:
+            return EXIT_FATAL
+        counts = self.job.counts
+        if self.stopped_by or counts["pending"] or counts["running"]:
+            return EXIT_STOPPED
+        if counts["failed"]:
+            return EXIT_FAILED_ITEMS
+        return EXIT_OK
+
+
+@dataclass
+class _Run:
+    settings: RunSettings
+    store: Store
+    job: Job
+    worker_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    scan: ScanStats = field(default_factory=ScanStats)
+    outstanding: int = 0  # claimed items whose outcome is not committed yet
+    committed: dict[str, int] = field(default_factory=dict)
+    stopped_by: str | None = None
+    fatal: str | None = None
+
+    def request_stop(self, reason: str) -> None:
+        if self.stopped_by is None:
+            self.stopped_by = reason
+        self.stop.set()
+        self.wake.set()
+
+    def on_fatal(self, answer: Answer) -> None:
+        if self.fatal is None:
+            self.fatal = f"the API refused the run: {answer.code} {answer.message}".strip()
+            log.error("%s; stopping", self.fatal)
+        self.request_stop("fatal")
+
+    def on_committed(self, batch: Sequence[Outcome]) -> None:
+        self.outstanding -= len(batch)
+        for outcome in batch:
+            self.committed[outcome.status] = self.committed.get(outcome.status, 0) + 1
+        self.wake.set()
+
+
+async def run_job(settings: RunSettings, store: Store) -> RunReport:
+    """Run the job in `settings` to its end (or an early stop) and report what happened."""
+    started = time.monotonic()
+    job = await store.ensure_job(settings.job, create=bool(settings.roots))
+    run = _Run(settings, store, job)
+    await store.register_worker(job, run.worker_id, exclusive=True)
+    try:
+        reclaimed = await store.reclaim_orphans(job)
+        if reclaimed:
+            log.info("%d items left running by an earlier run are pending again", reclaimed)
+        pool_stats = await _run_stages(run)
+    finally:
+        await store.release(run.worker_id)
+        await store.unregister_worker(run.worker_id)
+    (summary,) = await store.summaries(job.name)
+    return RunReport(
+        summary, run.scan, pool_stats, time.monotonic() - started, run.stopped_by, run.fatal
+    )
+
+
+async def _run_stages(run: _Run) -> PoolStats:
+    settings = run.settings
+    claimed: asyncio.Queue[ClaimedItem | None] = asyncio.Queue(
+        maxsize=max(settings.concurrency * QUEUE_PER_WORKER, 8)
+    )
+    writer = Writer(run.store, run.on_committed)
+    policy = RetryPolicy(settings.max_attempts, settings.backoff_base_s, settings.backoff_cap_s)
+    async with NhnClient(settings.api, connections=settings.concurrency) as client:
+        pool = WorkerPool(
+            client,
+            make_limiter(settings.rate_per_s),
+            policy,
+            claimed,
+            writer.queue,
+            run.stop,
+            run.on_fatal,
+        )
+        with _signals_stop(run):
+            writer_task = asyncio.create_task(writer.run(), name="writer")
+            workers = [
+                asyncio.create_task(pool.run(), name=f"worker-{n}")
+                for n in range(settings.concurrency)
+            ]
+            side_tasks = [asyncio.create_task(_heartbeat(run), name="heartbeat")]
+            if settings.progress_every_s > 0 and not settings.quiet:
+                side_tasks.append(asyncio.create_task(_progress(run, pool.stats), name="progress"))
+            if settings.roots:
+                side_tasks.append(asyncio.create_task(_scan(run), name="scanner"))
+            else:
+                run.scan.finished = True
+            try:
+                await _watch(writer_task, _claim(run, claimed))
+            finally:
+                for _ in workers:
+                    await claimed.put(None)
+                await asyncio.gather(*workers, return_exceptions=True)
+                if not writer_task.done():
+                    await writer.queue.put(None)
+                for task in side_tasks:
+                    task.cancel()
+                await asyncio.gather(*side_tasks, return_exceptions=True)
+                await writer_task  # raises the writer's DatabaseError, if it had one
+    return pool.stats
+
+
+async def _watch(writer_task: asyncio.Task, claimer) -> None:
+    """Run the claimer; if the writer dies first, stop at once with its error."""
+    claim_task = asyncio.create_task(claimer, name="claimer")
+    done, _ = await asyncio.wait({claim_task, writer_task}, return_when=asyncio.FIRST_COMPLETED)
+    if writer_task in done and not claim_task.done():
+        claim_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await claim_task
+        writer_task.result()
+    await claim_task
+
+
+async def _claim(run: _Run, claimed: asyncio.Queue[ClaimedItem | None]) -> None:
+    """Keep the worker queue fed from the database until the job has nothing left to do."""
+    while not run.stop.is_set():
+        free = claimed.maxsize - claimed.qsize()
+        if free < claimed.maxsize // 2:
+            # Claim in batches of at least half the queue: one query per batch, not per item.
+            await asyncio.sleep(REFILL_POLL_S)
+            continue
+        run.wake.clear()
+        batch = await run.store.claim_batch(run.job, run.worker_id, free)
+        for item in batch:
+            claimed.put_nowait(item)
+        run.outstanding += len(batch)
+        if batch:
+            continue
+        if run.scan.finished and run.outstanding == 0:
+            remaining, next_due = await run.store.pending_state(run.job)
+            if remaining == 0:
+                return
+            await _wait(run.wake, _seconds_until(next_due))
+        else:
+            await _wait(run.wake, IDLE_POLL_S)
+
+
+def _seconds_until(when: datetime | None) -> float:
+    if when is None:
+        return IDLE_POLL_S
+    return min(max((when - utcnow()).total_seconds(), 0.01), IDLE_POLL_S)
+
+
+async def _wait(event: asyncio.Event, timeout_s: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), timeout_s)
+
+
+async def _scan(run: _Run) -> None:
+    keep = Filter(run.settings.include, run.settings.exclude)
+    try:
+        await scan_into(run.store, run.job, run.settings.roots, keep, run.scan, run.wake.set)
+    finally:
+        run.scan.finished = True
+        run.wake.set()
+    log.info("scan finished: %d files", run.scan.files)
+
+
+async def _heartbeat(run: _Run) -> None:
+    while True:
+        await asyncio.sleep(HEARTBEAT_EVERY_S)
+        try:
+            await run.store.heartbeat(run.worker_id)
+        except Exception as exc:  # a missed beat is harmless; the next one may get through
+            log.warning("heartbeat failed: %s", exc)
+
+
+async def _progress(run: _Run, stats: PoolStats) -> None:
+    started = time.monotonic()
+    while True:
+        await asyncio.sleep(run.settings.progress_every_s)
+        elapsed = time.monotonic() - started
+        c = run.committed
+        log.info(
+            "scanned %d, done %d, failed %d, skipped %d, retrying %d; %d calls (%.1f/s)",
+            run.scan.files,
+            c.get("done", 0),
+            c.get("failed", 0),
+            c.get("skipped", 0),
+            stats.retries,
+            stats.calls,
+            stats.calls / elapsed,
+        )
+
+
+@contextlib.contextmanager
+def _signals_stop(run: _Run):
+    """SIGINT/SIGTERM stop the run gracefully; a second one cancels in-flight calls too."""
+    loop = asyncio.get_running_loop()
+    main_task = asyncio.current_task()
+    installed = []
+
+    def on_signal(signum: int) -> None:
+        name = signal.Signals(signum).name
+        if run.stop.is_set() and run.stopped_by in ("SIGINT", "SIGTERM"):
+            log.warning("%s again: cancelling in-flight calls", name)
+            if main_task is not None:
+                main_task.cancel()
+            return
+        log.warning("%s: stopping after in-flight calls (again to stop at once)", name)
+        run.request_stop(name)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(signum, on_signal, signum)
+            installed.append(signum)
+        except (NotImplementedError, RuntimeError):  # not the main thread: no signals here
+            pass
+    try:
+        yield
+    finally:
+        for signum in installed:
+            loop.remove_signal_handler(signum)

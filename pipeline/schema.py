@@ -1,0 +1,121 @@
+"""The tables, as one SQLAlchemy Core `MetaData` shared by the application and Alembic.
+
+Only migrations in migrations/ create or change them; `tests/integration/test_migrations.py`
+checks that `alembic upgrade head` yields exactly this metadata on SQLite and PostgreSQL.
+
+All times are stored as naive UTC (`timestamp without time zone` on PostgreSQL), so the same SQL
+compares them on both databases.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+# SQLite only auto-increments a column declared exactly INTEGER PRIMARY KEY.
+ItemId = BigInteger().with_variant(Integer(), "sqlite")
+
+STATUSES = ("pending", "running", "done", "failed", "skipped")
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+    UniqueConstraint("name"),
+)
+
+# One row per live process working on a job: its leases name it, and its heartbeat tells the
+# others whether its `running` items are really in flight or were left behind by a crash.
+workers = Table(
+    "workers",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("job_id", Integer, ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("started_at", DateTime, nullable=False),
+    Column("heartbeat_at", DateTime, nullable=False),
+    Index(None, "job_id"),
+)
+
+items = Table(
+    "items",
+    metadata,
+    Column("id", ItemId, primary_key=True),
+    Column("job_id", Integer, ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    Column("path", Text, nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("mtime", Float, nullable=False),
+    Column("status", String(16), nullable=False, server_default="pending"),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("error_code", String(64)),
+    Column("error_message", Text),
+    Column("next_attempt_at", DateTime),
+    Column("lease_owner", String(36)),
+    Column("lease_expires_at", DateTime),
+    Column("created_at", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+    UniqueConstraint("job_id", "path"),
+    CheckConstraint(f"status IN ({', '.join(repr(s) for s in STATUSES)})", name="status"),
+    # Covers the claim (job, status, then id order, since the rowid rides along) and `status`.
+    Index(None, "job_id", "status"),
+)
+
+recognitions = Table(
+    "recognitions",
+    metadata,
+    Column(
+        "item_id",
+        ItemId,
+        ForeignKey("items.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("file_type", String(8)),
+    Column("resolution", String(16)),
+    Column("latency_ms", Integer, nullable=False),
+    Column("raw_response", Text, nullable=False),
+    Column("recognized_at", DateTime, nullable=False),
+)
+
+plates = Table(
+    "plates",
+    metadata,
+    Column(
+        "item_id",
+        ItemId,
+        ForeignKey("recognitions.item_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("idx", Integer, nullable=False),
+    Column("value", Text),
+    Column("conf", Float),
+    *(Column(f"{axis}{n}", Integer) for n in range(1, 5) for axis in "xy"),
+    PrimaryKeyConstraint("item_id", "idx"),
+)

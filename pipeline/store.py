@@ -1,0 +1,421 @@
+"""Every SQL statement platepipe runs. The items table is the queue.
+
+Workers, the scanner and the CLI call named methods (`add_items`, `claim_batch`,
+`record_outcomes`, ...) and never see SQL. Errors from the driver become `DatabaseError` here.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import bindparam, delete, func, insert, or_, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from pipeline import db
+from pipeline.errors import DatabaseError, JobBusyError, JobNotFoundError
+from pipeline.outcomes import Outcome
+from pipeline.schema import STATUSES, items, jobs, plates, recognitions, workers
+
+LEASE_SECONDS = 300
+WORKER_DEAD_AFTER_S = 30
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    id: int
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedItem:
+    id: int
+    path: str
+    size: int
+    mtime: float
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class JobSummary:
+    name: str
+    counts: dict[str, int]  # status -> items
+    error_codes: dict[str, int]  # error_code -> items (failed and skipped)
+    calls: int  # API calls recorded over the job's life
+    created_at: datetime
+    last_activity: datetime | None
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+class Store:
+    def __init__(self, engine: AsyncEngine, url: str) -> None:
+        self.engine = engine
+        self.url = url
+        self._insert = pg_insert if engine.dialect.name == "postgresql" else sqlite_insert
+
+    @classmethod
+    async def open(cls, url: str, *, migrate: bool = True) -> Store:
+        """Connect (and by default bring the schema up to date); DatabaseError if unreachable."""
+        engine = db.create_engine(url)
+        store = cls(engine, url)
+        try:
+            async with store._begin() as connection:
+                if migrate:
+                    await db.upgrade(connection)
+        except BaseException:
+            await engine.dispose()
+            raise
+        return store
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    @asynccontextmanager
+    async def _begin(self, *, writes: bool = True) -> AsyncIterator[AsyncConnection]:
+        """One transaction; driver errors come out as one-line DatabaseErrors."""
+        try:
+            async with self.engine.connect() as connection:
+                if writes:
+                    await connection.execution_options(**{db.WRITE_OPTION: True})
+                async with connection.begin():
+                    yield connection
+        except (SQLAlchemyError, OSError) as exc:
+            raise DatabaseError(self._describe(exc)) from exc
+
+    def _describe(self, exc: BaseException) -> str:
+        reason = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+        first_line = (str(reason).strip().splitlines() or [type(reason).__name__])[0]
+        return f"database {db.display_url(self.url)}: {first_line}"
+
+    # -- jobs ---------------------------------------------------------------------------------
+
+    async def find_job(self, name: str) -> Job | None:
+        async with self._begin(writes=False) as connection:
+            row = (
+                await connection.execute(select(jobs.c.id, jobs.c.name).where(jobs.c.name == name))
+            ).first()
+        return Job(row.id, row.name) if row else None
+
+    async def ensure_job(self, name: str, *, create: bool) -> Job:
+        """The job called `name`; created when `create`, else JobNotFoundError if absent."""
+        if create:
+            now = utcnow()
+            async with self._begin() as connection:
+                await connection.execute(
+                    self._insert(jobs)
+                    .values(name=name, created_at=now, updated_at=now)
+                    .on_conflict_do_nothing(index_elements=["name"])
+                )
+        job = await self.find_job(name)
+        if job is None:
+            raise JobNotFoundError(f"no job named {name!r}: give ROOT folders to create it")
+        return job
+
+    # -- workers ------------------------------------------------------------------------------
+
+    async def register_worker(self, job: Job, worker_id: str, *, exclusive: bool) -> None:
+        """Record this process as working on `job`, after clearing workers that are dead.
+
+        With `exclusive`, another live worker on the job is an error (JobBusyError). A worker is
+        dead when its heartbeat is old, or at once when it ran on this host and its pid is gone.
+        """
+        host, now = socket.gethostname(), utcnow()
+        async with self._begin() as connection:
+            rows = (
+                await connection.execute(select(workers).where(workers.c.job_id == job.id))
+            ).all()
+            dead = [r.id for r in rows if _is_dead(r, host, now)]
+            if dead:
+                await connection.execute(delete(workers).where(workers.c.id.in_(dead)))
+            live = [r for r in rows if r.id not in dead]
+            if exclusive and live:
+                other = live[0]
+                age = (now - other.heartbeat_at).total_seconds()
+                raise JobBusyError(
+                    f"job {job.name!r} is being processed by pid {other.pid} on {other.host} "
+                    f"(heartbeat {age:.0f}s ago); wait for it to end or stop it"
+                )
+            await connection.execute(
+                insert(workers).values(
+                    id=worker_id,
+                    job_id=job.id,
+                    host=host,
+                    pid=os.getpid(),
+                    started_at=now,
+                    heartbeat_at=now,
+                )
+            )
+
+    async def heartbeat(self, worker_id: str) -> None:
+        async with self._begin() as connection:
+            await connection.execute(
+                update(workers).where(workers.c.id == worker_id).values(heartbeat_at=utcnow())
+            )
+
+    async def unregister_worker(self, worker_id: str) -> None:
+        async with self._begin() as connection:
+            await connection.execute(delete(workers).where(workers.c.id == worker_id))
+
+    async def reclaim_orphans(self, job: Job) -> int:
+        """Items left `running` by workers that are no longer registered go back to pending."""
+        live = select(workers.c.id).where(workers.c.job_id == job.id)
+        async with self._begin() as connection:
+            result = await connection.execute(
+                update(items)
+                .where(
+                    items.c.job_id == job.id,
+                    items.c.status == "running",
+                    or_(items.c.lease_owner.is_(None), items.c.lease_owner.not_in(live)),
+                )
+                .values(status="pending", lease_owner=None, lease_expires_at=None)
+            )
+        return result.rowcount or 0
+
+    # -- the queue ----------------------------------------------------------------------------
+
+    async def add_items(self, job: Job, found: Sequence[tuple[str, int, float]]) -> None:
+        """Enqueue (path, size, mtime) rows; paths already in the job are left as they are."""
+        if not found:
+            return
+        now = utcnow()
+        rows = [
+            {
+                "job_id": job.id,
+                "path": p,
+                "size": s,
+                "mtime": m,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for p, s, m in found
+        ]
+        statement = self._insert(items).on_conflict_do_nothing(index_elements=["job_id", "path"])
+        async with self._begin() as connection:
+            await connection.execute(statement, rows)
+
+    async def claim_batch(self, job: Job, worker_id: str, limit: int) -> list[ClaimedItem]:
+        """Move up to `limit` due pending items to `running`, leased to `worker_id`."""
+        now = utcnow()
+        due = (
+            select(items.c.id)
+            .where(
+                items.c.job_id == job.id,
+                items.c.status == "pending",
+                or_(items.c.next_attempt_at.is_(None), items.c.next_attempt_at <= now),
+            )
+            .order_by(items.c.id)
+            .limit(limit)
+        )
+        if self.engine.dialect.name == "postgresql":
+            due = due.with_for_update(skip_locked=True)
+        statement = (
+            update(items)
+            .where(items.c.id.in_(due.scalar_subquery()))
+            .values(
+                status="running",
+                lease_owner=worker_id,
+                lease_expires_at=now + timedelta(seconds=LEASE_SECONDS),
+                updated_at=now,
+            )
+            .returning(items.c.id, items.c.path, items.c.size, items.c.mtime, items.c.attempts)
+        )
+        async with self._begin() as connection:
+            rows = (await connection.execute(statement)).all()
+        return sorted((ClaimedItem(*row) for row in rows), key=lambda item: item.id)
+
+    async def release(self, worker_id: str) -> int:
+        """Items still leased to `worker_id` go back to pending (a run ending early)."""
+        async with self._begin() as connection:
+            result = await connection.execute(
+                update(items)
+                .where(items.c.lease_owner == worker_id, items.c.status == "running")
+                .values(status="pending", lease_owner=None, lease_expires_at=None)
+            )
+        return result.rowcount or 0
+
+    async def pending_state(self, job: Job) -> tuple[int, datetime | None]:
+        """(pending or running items, the earliest time a pending item is due)."""
+        async with self._begin(writes=False) as connection:
+            row = (
+                await connection.execute(
+                    select(func.count(), func.min(items.c.next_attempt_at)).where(
+                        items.c.job_id == job.id, items.c.status.in_(("pending", "running"))
+                    )
+                )
+            ).one()
+        return row[0], row[1]
+
+    # -- results ------------------------------------------------------------------------------
+
+    async def record_outcomes(self, outcomes: Sequence[Outcome]) -> None:
+        """Store a batch in one transaction: recognitions, plates and item states together.
+
+        A recognition replaces any earlier one of the same item, so an item processed twice
+        still has exactly one. A non-done outcome only applies to an item still `running`, so
+        a late failure never undoes a result another worker stored.
+        """
+        now = utcnow()
+        done = [o for o in outcomes if o.status == "done"]
+        other = [o for o in outcomes if o.status != "done"]
+        async with self._begin() as connection:
+            if done:
+                ids = [o.item_id for o in done]
+                await connection.execute(delete(plates).where(plates.c.item_id.in_(ids)))
+                await connection.execute(
+                    delete(recognitions).where(recognitions.c.item_id.in_(ids))
+                )
+                await connection.execute(insert(recognitions), list(_recognition_rows(done, now)))
+                plate_rows = list(_plate_rows(done))
+                if plate_rows:
+                    await connection.execute(insert(plates), plate_rows)
+                await connection.execute(_SET_STATE, [_state_row(o, now) for o in done])
+            if other:
+                await connection.execute(
+                    _SET_STATE.where(items.c.status == "running"),
+                    [_state_row(o, now) for o in other],
+                )
+
+    # -- reading ------------------------------------------------------------------------------
+
+    async def summaries(self, job_name: str | None = None) -> list[JobSummary]:
+        """Counts per status and error code for one job or all, newest job last."""
+        job_filter = [] if job_name is None else [jobs.c.name == job_name]
+        async with self._begin(writes=False) as connection:
+            job_rows = (
+                await connection.execute(
+                    select(jobs.c.id, jobs.c.name, jobs.c.created_at)
+                    .where(*job_filter)
+                    .order_by(jobs.c.id)
+                )
+            ).all()
+            counts = (
+                await connection.execute(
+                    select(
+                        items.c.job_id,
+                        items.c.status,
+                        items.c.error_code,
+                        func.count(),
+                        func.sum(items.c.attempts),
+                        func.max(items.c.updated_at),
+                    )
+                    .join(jobs, jobs.c.id == items.c.job_id)
+                    .where(*job_filter)
+                    .group_by(items.c.job_id, items.c.status, items.c.error_code)
+                )
+            ).all()
+        return [
+            _summary(job_row, [c for c in counts if c[0] == job_row.id]) for job_row in job_rows
+        ]
+
+    async def query(self, sql: str, **params: Any) -> list[tuple[Any, ...]]:
+        """Run a read-only SQL text (the demo's sample query, tests); rows as tuples."""
+        async with self._begin(writes=False) as connection:
+            return [tuple(row) for row in (await connection.execute(text(sql), params)).all()]
+
+
+_SET_STATE = (
+    update(items)
+    .where(items.c.id == bindparam("b_id"))
+    .values(
+        status=bindparam("b_status"),
+        attempts=bindparam("b_attempts"),
+        error_code=bindparam("b_error_code"),
+        error_message=bindparam("b_error_message"),
+        next_attempt_at=bindparam("b_next_attempt_at"),
+        lease_owner=None,
+        lease_expires_at=None,
+        updated_at=bindparam("b_now"),
+    )
+)
+
+
+def _state_row(outcome: Outcome, now: datetime) -> dict[str, Any]:
+    return {
+        "b_id": outcome.item_id,
+        "b_status": outcome.status,
+        "b_attempts": outcome.attempts,
+        "b_error_code": outcome.error_code,
+        "b_error_message": outcome.error_message,
+        "b_next_attempt_at": outcome.next_attempt_at,
+        "b_now": now,
+    }
+
+
+def _recognition_rows(done: Iterable[Outcome], now: datetime) -> Iterable[dict[str, Any]]:
+    for outcome in done:
+        recognition = outcome.recognition
+        assert recognition is not None, "a done outcome carries its recognition"
+        yield {
+            "item_id": outcome.item_id,
+            "file_type": recognition.file_type,
+            "resolution": recognition.resolution,
+            "latency_ms": outcome.latency_ms,
+            "raw_response": recognition.raw,
+            "recognized_at": now,
+        }
+
+
+_BOX_COLUMNS = ("x1", "y1", "x2", "y2", "x3", "y3", "x4", "y4")
+
+
+def _plate_rows(done: Iterable[Outcome]) -> Iterable[dict[str, Any]]:
+    for outcome in done:
+        assert outcome.recognition is not None
+        for idx, plate in enumerate(outcome.recognition.plates):
+            box = plate.box or (None,) * len(_BOX_COLUMNS)
+            yield {
+                "item_id": outcome.item_id,
+                "idx": idx,
+                "value": plate.value,
+                "conf": plate.conf,
+                **dict(zip(_BOX_COLUMNS, box, strict=True)),
+            }
+
+
+def _is_dead(worker: Any, host: str, now: datetime) -> bool:
+    if (now - worker.heartbeat_at).total_seconds() > WORKER_DEAD_AFTER_S:
+        return True
+    return worker.host == host and not _pid_alive(worker.pid)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
+
+
+def _summary(job_row: Any, rows: Sequence[Any]) -> JobSummary:
+    counts = dict.fromkeys(STATUSES, 0)
+    error_codes: dict[str, int] = {}
+    calls = 0
+    last: datetime | None = None
+    for _job_id, status, code, count, attempts, updated in rows:
+        counts[status] += count
+        calls += attempts or 0
+        if code is not None and status in ("failed", "skipped"):
+            error_codes[code] = error_codes.get(code, 0) + count
+        if updated is not None and (last is None or updated > last):
+            last = updated
+    return JobSummary(job_row.name, counts, error_codes, calls, job_row.created_at, last)
+
+
+__all__ = ["ClaimedItem", "Job", "JobSummary", "Store", "utcnow"]

@@ -1,0 +1,85 @@
+"""The writer: one task that commits outcomes in batches, each batch one transaction.
+
+Batches form by count or by a short linger after the first outcome arrives, so results wait
+milliseconds, not seconds, between the API's answer and the commit that makes them safe.
+A failed commit is retried with backoff (a restarting PostgreSQL, a busy SQLite) before the
+run gives up; the batch is never half-written, because it is one transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+
+from pipeline.errors import DatabaseError
+from pipeline.outcomes import Outcome
+from pipeline.store import Store
+
+log = logging.getLogger(__name__)
+
+WRITER_BATCH_OUTCOMES = 200
+WRITER_LINGER_S = 0.05
+COMMIT_RETRY_DELAYS_S = (0.5, 1, 2, 4, 8, 15)
+
+
+class Writer:
+    def __init__(
+        self,
+        store: Store,
+        on_committed: Callable[[Sequence[Outcome]], None],
+        *,
+        batch_size: int = WRITER_BATCH_OUTCOMES,
+        linger_s: float = WRITER_LINGER_S,
+    ) -> None:
+        self.store = store
+        self.on_committed = on_committed
+        self.batch_size = batch_size
+        self.linger_s = linger_s
+        # Bounded: when the database falls behind, workers wait instead of piling up results.
+        self.queue: asyncio.Queue[Outcome | None] = asyncio.Queue(maxsize=batch_size * 2)
+
+    async def run(self) -> None:
+        """Commit batches until `None` arrives; everything put before it is committed."""
+        closing = False
+        while not closing:
+            first = await self.queue.get()
+            if first is None:
+                break
+            batch = [first]
+            closing = await self._fill(batch)
+            await self._commit(batch)
+
+    async def _fill(self, batch: list[Outcome]) -> bool:
+        """Add what arrives within the linger time; True when the closing `None` was seen."""
+        deadline = time.monotonic() + self.linger_s
+        while len(batch) < self.batch_size:
+            try:
+                outcome = self.queue.get_nowait()
+            except asyncio.QueueEmpty:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                try:
+                    outcome = await asyncio.wait_for(self.queue.get(), remaining)
+                except TimeoutError:
+                    return False
+            if outcome is None:
+                return True
+            batch.append(outcome)
+        return False
+
+    async def _commit(self, batch: Sequence[Outcome]) -> None:
+        for delay in (*COMMIT_RETRY_DELAYS_S, None):
+            try:
+                await self.store.record_outcomes(batch)
+                break
+            except DatabaseError as exc:
+                if delay is None:
+                    raise
+                log.warning(
+                    "commit of %d results failed, retrying in %ss: %s", len(batch), delay, exc
+                )
+                await asyncio.sleep(delay)
+        self.on_committed(batch)

@@ -1,0 +1,76 @@
+"""The schema comes only from migrations, and they yield exactly the application's metadata."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import inspect
+
+from pipeline import db
+from pipeline.schema import metadata
+from tests.support.db import query
+
+ROOT = Path(__file__).resolve().parents[2]
+PLATE_READS_COLUMNS = [
+    "job", "path", "value", "conf", "x1", "y1", "x2", "y2", "x3", "y3", "x4", "y4",
+    "resolution", "file_type", "recognized_at",
+]  # fmt: skip
+
+
+def alembic(*args: str, url: str) -> subprocess.CompletedProcess[str]:
+    """Alembic's own command line, as an operator would run it by hand."""
+    command = [sys.executable, "-m", "alembic", "-c", "migrations/alembic.ini", "-x", f"db={url}"]
+    return subprocess.run([*command, *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+def schema_differences(url: str) -> tuple[list, list[str]]:
+    """(differences between the database and the metadata, plate_reads' columns)."""
+
+    def inspect_sync(connection):
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        columns = [c["name"] for c in inspect(connection).get_columns("plate_reads")]
+        return compare_metadata(context, metadata), columns
+
+    async def run():
+        engine = db.create_engine(url)
+        try:
+            async with engine.connect() as connection:
+                return await connection.run_sync(inspect_sync)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
+
+
+def test_alembic_upgrade_head_matches_the_metadata(db_url):
+    upgraded = alembic("upgrade", "head", url=db_url)
+
+    assert upgraded.returncode == 0, upgraded.stderr
+    differences, view_columns = schema_differences(db_url)
+    assert differences == []
+    assert view_columns == PLATE_READS_COLUMNS
+
+
+def test_downgrade_to_base_and_back(db_url):
+    assert alembic("upgrade", "head", url=db_url).returncode == 0
+    down = alembic("downgrade", "base", url=db_url)
+    assert down.returncode == 0, down.stderr
+    assert query(db_url, "SELECT count(*) FROM alembic_version") == [(0,)]
+
+    assert alembic("upgrade", "head", url=db_url).returncode == 0
+    assert schema_differences(db_url)[0] == []
+
+
+def test_platepipe_db_upgrade_creates_the_schema(db_url, platepipe_env):
+    from tests.support.cli import platepipe
+
+    done = platepipe("db", "upgrade", "--db", db_url, env=platepipe_env)
+
+    assert done.returncode == 0, done.stderr
+    assert "revision 0001" in done.stdout
+    assert schema_differences(db_url)[0] == []

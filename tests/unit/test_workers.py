@@ -1,0 +1,300 @@
+"""Unit tests of the workers' pure parts (pipeline/workers.py): local file checks, the retry
+policy, and the request limiter's spacing."""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from pipeline import workers
+from pipeline.outcomes import Answer, Kind, Plate, Recognition
+from pipeline.store import ClaimedItem, utcnow
+from pipeline.workers import (
+    JPEG_MAGIC,
+    MAX_IMAGE_BYTES,
+    PNG_MAGIC,
+    UNKNOWN_CODE_MAX_ATTEMPTS,
+    RetryPolicy,
+    make_limiter,
+    read_checked,
+    sniff_type,
+)
+
+MAX_ATTEMPTS = 5
+BACKOFF_BASE_S = 2.0
+BACKOFF_CAP_S = 60.0
+POLICY = RetryPolicy(MAX_ATTEMPTS, BACKOFF_BASE_S, BACKOFF_CAP_S)
+RECOGNITION = Recognition("jpg", "normal", (Plate("12가3456", 0.9, None),), raw="{}")
+NOW = datetime(2024, 1, 1, 3, 0, 0)
+
+
+def _item(attempts: int = 0) -> ClaimedItem:
+    return ClaimedItem(id=42, path="/archive/a.jpg", size=10, mtime=0.0, attempts=attempts)
+
+
+def _answer(kind: Kind, code: str = "x", message: str = "why") -> Answer:
+    recognition = RECOGNITION if kind is Kind.DONE else None
+    return Answer(kind, code, message, latency_s=0.25, http_status=200, recognition=recognition)
+
+
+# --- sniff_type -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("head", "expected"),
+    [
+        (JPEG_MAGIC + b"\xe0\x00\x10JFIF", ("image.jpg", "image/jpeg")),
+        (b"\xff\xd8\xff", ("image.jpg", "image/jpeg")),
+        (PNG_MAGIC, ("image.png", "image/png")),
+        (PNG_MAGIC + b"\x00\x00\x00\rIHDR", ("image.png", "image/png")),
+        (b"\xff\xd8", None),
+        (b"\x89PNG\r\n", None),
+        (b"GIF89a", None),
+        (b"RIFF\x00\x00WEBP", None),
+        (b"hello, world", None),
+        (b"", None),
+    ],
+)
+def test_sniff_type_by_magic_bytes(head: bytes, expected: tuple[str, str] | None) -> None:
+    assert sniff_type(head) == expected
+
+
+# --- read_checked ---------------------------------------------------------------------------
+
+
+async def test_read_checked_returns_a_jpeg_s_bytes(tmp_path: Path) -> None:
+    data = JPEG_MAGIC + b"rest of the image"
+    (tmp_path / "a.jpg").write_bytes(data)
+
+    assert await read_checked(str(tmp_path / "a.jpg")) == data
+
+
+async def test_read_checked_returns_a_png_s_bytes(tmp_path: Path) -> None:
+    data = PNG_MAGIC + b"rest of the image"
+    (tmp_path / "a.png").write_bytes(data)
+
+    assert await read_checked(str(tmp_path / "a.png")) == data
+
+
+async def test_read_checked_accepts_exactly_the_size_limit(tmp_path: Path) -> None:
+    data = JPEG_MAGIC + b"\0" * (MAX_IMAGE_BYTES - len(JPEG_MAGIC))
+    (tmp_path / "a.jpg").write_bytes(data)
+
+    result = await read_checked(str(tmp_path / "a.jpg"))
+
+    assert isinstance(result, bytes)
+    assert len(result) == MAX_IMAGE_BYTES
+
+
+async def test_read_checked_refuses_a_file_over_the_size_limit(tmp_path: Path) -> None:
+    (tmp_path / "big.jpg").write_bytes(JPEG_MAGIC + b"\0" * (MAX_IMAGE_BYTES - 2))
+
+    reason, message = await read_checked(str(tmp_path / "big.jpg"))
+
+    assert reason == "too_large"
+    assert message
+
+
+async def test_read_checked_refuses_an_empty_file(tmp_path: Path) -> None:
+    (tmp_path / "empty.jpg").write_bytes(b"")
+
+    reason, _message = await read_checked(str(tmp_path / "empty.jpg"))
+
+    assert reason == "empty"
+
+
+@pytest.mark.parametrize(
+    "data", [b"just some text\n", b"GIF89a....", b"\xff\xd8"], ids=["text", "gif", "short-jpeg"]
+)
+async def test_read_checked_refuses_what_is_not_jpeg_or_png(tmp_path: Path, data: bytes) -> None:
+    (tmp_path / "fake.jpg").write_bytes(data)
+
+    reason, _message = await read_checked(str(tmp_path / "fake.jpg"))
+
+    assert reason == "not_image"
+
+
+async def test_read_checked_reports_a_vanished_file_as_missing(tmp_path: Path) -> None:
+    reason, _message = await read_checked(str(tmp_path / "gone.jpg"))
+
+    assert reason == "missing"
+
+
+async def test_read_checked_refuses_a_directory(tmp_path: Path) -> None:
+    (tmp_path / "x.jpg").mkdir()
+
+    reason, _message = await read_checked(str(tmp_path / "x.jpg"))
+
+    assert reason == "not_image"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can read a chmod 000 file")
+async def test_read_checked_reports_an_unreadable_file(tmp_path: Path) -> None:
+    path = tmp_path / "locked.jpg"
+    path.write_bytes(JPEG_MAGIC + b"data")
+    path.chmod(0)
+    try:
+        reason, _message = await read_checked(str(path))
+    finally:
+        path.chmod(0o644)
+
+    assert reason == "unreadable"
+
+
+# --- RetryPolicy.outcome --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("attempts", [0, 3, MAX_ATTEMPTS + 2])
+def test_done_records_the_recognition(attempts: int) -> None:
+    outcome = POLICY.outcome(_item(attempts), _answer(Kind.DONE, "0", "SUCCESS"))
+
+    assert outcome.item_id == 42
+    assert outcome.status == "done"
+    assert outcome.attempts == attempts + 1
+    assert outcome.recognition is RECOGNITION
+    assert outcome.error_code is None
+    assert outcome.next_attempt_at is None
+    assert outcome.latency_ms == 250
+    assert outcome.called is True
+
+
+def test_permanent_fails_at_the_first_attempt() -> None:
+    outcome = POLICY.outcome(_item(0), _answer(Kind.PERMANENT, "4000002", "invalid file"))
+
+    assert outcome.status == "failed"
+    assert outcome.attempts == 1
+    assert outcome.error_code == "4000002"
+    assert outcome.error_message == "invalid file"
+    assert outcome.next_attempt_at is None
+    assert outcome.recognition is None
+    assert outcome.called is True
+
+
+@pytest.mark.parametrize("previous", range(MAX_ATTEMPTS - 1))
+def test_retry_below_max_attempts_is_pending_with_backoff(previous: int) -> None:
+    before = utcnow()
+
+    outcome = POLICY.outcome(_item(previous), _answer(Kind.RETRY, "http_502", "bad gateway"))
+
+    after = utcnow()
+    attempts = previous + 1
+    ceiling = timedelta(seconds=min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** (attempts - 1)))
+    assert outcome.status == "pending"
+    assert outcome.attempts == attempts
+    assert outcome.error_code == "http_502"
+    assert outcome.error_message == "bad gateway"
+    assert outcome.next_attempt_at is not None
+    assert before <= outcome.next_attempt_at <= after + ceiling
+    assert outcome.called is True
+
+
+def test_retry_at_max_attempts_fails() -> None:
+    outcome = POLICY.outcome(_item(MAX_ATTEMPTS - 1), _answer(Kind.RETRY, "timeout", "slow"))
+
+    assert outcome.status == "failed"
+    assert outcome.attempts == MAX_ATTEMPTS
+    assert outcome.error_code == "timeout"
+    assert outcome.next_attempt_at is None
+
+
+def test_retry_past_max_attempts_fails() -> None:
+    # `retry` may put back an item that already used its attempts: one more try, then failed.
+    outcome = POLICY.outcome(_item(MAX_ATTEMPTS + 3), _answer(Kind.RETRY, "http_503"))
+
+    assert outcome.status == "failed"
+    assert outcome.attempts == MAX_ATTEMPTS + 4
+
+
+def test_unknown_codes_are_capped_below_max_attempts() -> None:
+    assert UNKNOWN_CODE_MAX_ATTEMPTS < MAX_ATTEMPTS
+    unknown = _answer(Kind.UNKNOWN, "1234567", "what is this")
+
+    before_cap = POLICY.outcome(_item(UNKNOWN_CODE_MAX_ATTEMPTS - 2), unknown)
+    at_cap = POLICY.outcome(_item(UNKNOWN_CODE_MAX_ATTEMPTS - 1), unknown)
+
+    assert before_cap.status == "pending"
+    assert before_cap.next_attempt_at is not None
+    assert at_cap.status == "failed"
+    assert at_cap.attempts == UNKNOWN_CODE_MAX_ATTEMPTS
+    assert at_cap.error_code == "1234567"
+    assert at_cap.error_message == "what is this"
+
+
+def test_unknown_codes_respect_a_lower_max_attempts() -> None:
+    policy = RetryPolicy(1, BACKOFF_BASE_S, BACKOFF_CAP_S)
+
+    outcome = policy.outcome(_item(0), _answer(Kind.UNKNOWN, "1234567"))
+
+    assert outcome.status == "failed"
+
+
+@pytest.mark.parametrize("attempts", [0, 2])
+def test_fatal_leaves_the_item_pending_and_untouched(attempts: int) -> None:
+    outcome = POLICY.outcome(_item(attempts), _answer(Kind.FATAL, "4010001", "bad key"))
+
+    assert outcome.status == "pending"
+    assert outcome.attempts == attempts
+    assert outcome.next_attempt_at is None
+    assert outcome.recognition is None
+
+
+# --- RetryPolicy.next_attempt_at ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("attempts", range(40))
+def test_next_attempt_at_stays_between_now_and_the_cap(attempts: int) -> None:
+    for _ in range(20):
+        at = POLICY.next_attempt_at(attempts, NOW)
+        assert NOW <= at <= NOW + timedelta(seconds=BACKOFF_CAP_S)
+
+
+@pytest.mark.parametrize(
+    ("attempts", "ceiling_s"),
+    [(0, 2.0), (1, 2.0), (2, 4.0), (3, 8.0), (5, 32.0), (6, BACKOFF_CAP_S), (30, BACKOFF_CAP_S)],
+)
+def test_next_attempt_at_ceiling_doubles_up_to_the_cap(
+    attempts: int, ceiling_s: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(workers.random, "uniform", lambda low, high: high)
+
+    assert POLICY.next_attempt_at(attempts, NOW) == NOW + timedelta(seconds=ceiling_s)
+
+
+def test_next_attempt_at_is_jittered() -> None:
+    times = {POLICY.next_attempt_at(5, NOW) for _ in range(20)}
+
+    assert len(times) > 1
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "bug: RetryPolicy.next_attempt_at computes base * 2 ** (attempts - 1) before capping; "
+        "from attempts=1025 the int is too large for a float and it raises OverflowError"
+    ),
+)
+def test_next_attempt_at_survives_a_huge_attempt_count() -> None:
+    at = POLICY.next_attempt_at(2000, NOW)
+
+    assert NOW <= at <= NOW + timedelta(seconds=BACKOFF_CAP_S)
+
+
+# --- make_limiter ---------------------------------------------------------------------------
+
+
+async def test_limiter_spaces_calls_from_the_first_with_no_burst() -> None:
+    # 10/s: 11 calls need 10 full intervals if there is no start-up burst.
+    limiter = make_limiter(10)
+    started = time.monotonic()
+
+    for _ in range(11):
+        async with limiter:
+            pass
+
+    elapsed = time.monotonic() - started
+    assert elapsed >= 0.85
+    assert elapsed < 3.0
