@@ -162,6 +162,8 @@ def run(job: str, roots: tuple[str, ...], db_url: str, endpoint: str, **options:
     Example:
       platepipe run --job nightly-2026-11-24 /archive/2026-11-24 --rate 20 --db sqlite:///plates.db
     """
+    if options["quiet"]:
+        logging.getLogger().setLevel(logging.WARNING)
     try:
         api = api_settings(endpoint, options.pop("timeout"))
     except PipelineError as exc:

@@ -134,6 +134,10 @@ class NhnClient:
         except aiohttp.ClientError as exc:
             return self._transport("client_error", f"{type(exc).__name__}: {exc}", started)
 
+    def redact(self, text: str) -> str:
+        """`text` made safe to log or store: the secret key replaced by `***`."""
+        return self._api.secret_key.redact(text)
+
     def _transport(self, code: str, message: str, started: float) -> Answer:
-        message = self._api.secret_key.redact(message)[:MESSAGE_MAX_CHARS]
+        message = self.redact(message)[:MESSAGE_MAX_CHARS]
         return Answer(Kind.RETRY, code, message, time.monotonic() - started)

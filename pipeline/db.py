@@ -29,13 +29,18 @@ def parse_url(url: str) -> URL:
     try:
         parsed = make_url(url)
     except ArgumentError as exc:
-        raise ConfigError(f"not a database URL: {url!r} (try sqlite:///nightly.db)") from exc
-    backend = (
-        "postgresql" if parsed.drivername.startswith("postgres") else parsed.get_backend_name()
-    )
+        # Not echoed: a mistyped URL may still hold a password.
+        raise ConfigError("not a database URL (try sqlite:///nightly.db)") from exc
+    backend = parsed.get_backend_name().lower()
+    backend = "postgresql" if backend == "postgres" else backend
     if backend not in _DRIVERS:
         raise ConfigError(f"unsupported database {backend!r}: use sqlite:/// or postgresql://")
-    return parsed.set(drivername=_DRIVERS[backend])
+    parsed = parsed.set(drivername=_DRIVERS[backend])
+    if "sslmode" in parsed.query:  # libpq's spelling; asyncpg takes the same modes as `ssl`
+        parsed = parsed.update_query_dict({"ssl": parsed.query["sslmode"]}).difference_update_query(
+            ["sslmode"]
+        )
+    return parsed
 
 
 def async_url(url: str) -> str:

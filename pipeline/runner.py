@@ -16,7 +16,7 @@ import logging
 import signal
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -81,9 +81,8 @@ class _Run:
         self.wake.set()
 
     def on_fatal(self, answer: Answer) -> None:
-        if self.fatal is None:
+        if self.fatal is None:  # the CLI prints it as the run's one-line error
             self.fatal = f"the API refused the run: {answer.code} {answer.message}".strip()
-            log.error("%s; stopping", self.fatal)
         self.request_stop("fatal")
 
     def on_committed(self, batch: Sequence[Outcome]) -> None:
@@ -120,6 +119,7 @@ async def _run_stages(run: _Run) -> PoolStats:
     )
     writer = Writer(run.store, run.on_committed)
     policy = RetryPolicy(settings.max_attempts, settings.backoff_base_s, settings.backoff_cap_s)
+    workers: list[asyncio.Task] = []
     async with NhnClient(settings.api, connections=settings.concurrency) as client:
         pool = WorkerPool(
             client,
@@ -130,9 +130,9 @@ async def _run_stages(run: _Run) -> PoolStats:
             run.stop,
             run.on_fatal,
         )
-        with _signals_stop(run):
+        with _signals_stop(run, on_second=lambda: [w.cancel() for w in workers]):
             writer_task = asyncio.create_task(writer.run(), name="writer")
-            workers = [
+            workers[:] = [
                 asyncio.create_task(pool.run(), name=f"worker-{n}")
                 for n in range(settings.concurrency)
             ]
@@ -146,8 +146,11 @@ async def _run_stages(run: _Run) -> PoolStats:
             try:
                 await _watch(writer_task, _claim(run, claimed))
             finally:
+                # Items not started stay leased to this run; `release` makes them pending.
+                while not claimed.empty():
+                    claimed.get_nowait()
                 for _ in workers:
-                    await claimed.put(None)
+                    claimed.put_nowait(None)
                 await asyncio.gather(*workers, return_exceptions=True)
                 if not writer_task.done():
                     await writer.queue.put(None)
@@ -243,18 +246,20 @@ async def _progress(run: _Run, stats: PoolStats) -> None:
 
 
 @contextlib.contextmanager
-def _signals_stop(run: _Run):
-    """SIGINT/SIGTERM stop the run gracefully; a second one cancels in-flight calls too."""
+def _signals_stop(run: _Run, on_second: Callable[[], object]):
+    """SIGINT/SIGTERM stop the run gracefully; a second one cancels in-flight calls too.
+
+    Either way the writer still commits every answer it has, and unfinished items go back to
+    pending, so a hurried stop is as consistent as a patient one; it only wastes those calls.
+    """
     loop = asyncio.get_running_loop()
-    main_task = asyncio.current_task()
     installed = []
 
     def on_signal(signum: int) -> None:
         name = signal.Signals(signum).name
         if run.stop.is_set() and run.stopped_by in ("SIGINT", "SIGTERM"):
             log.warning("%s again: cancelling in-flight calls", name)
-            if main_task is not None:
-                main_task.cancel()
+            on_second()
             return
         log.warning("%s: stopping after in-flight calls (again to stop at once)", name)
         run.request_stop(name)

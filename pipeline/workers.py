@@ -43,7 +43,9 @@ class RetryPolicy:
 
     def next_attempt_at(self, attempts: int, now: datetime) -> datetime:
         """Exponential backoff with full jitter, so a failing crowd does not retry in step."""
-        ceiling = min(self.backoff_cap_s, self.backoff_base_s * 2 ** max(attempts - 1, 0))
+        # The exponent is capped first: 2**1024 does not fit in a float.
+        doublings = min(max(attempts - 1, 0), 60)
+        ceiling = min(self.backoff_cap_s, self.backoff_base_s * 2**doublings)
         return now + timedelta(seconds=random.uniform(0, ceiling))
 
     def outcome(self, item: ClaimedItem, answer: Answer) -> Outcome:
@@ -135,7 +137,8 @@ class WorkerPool:
                 outcome = await self._process(item)
             except Exception as exc:  # a bug must not lose the item: put it back for later
                 log.exception("unexpected error on item %s", item.id)
-                outcome = Outcome(item.id, "pending", item.attempts, "internal", repr(exc)[:500])
+                message = self.client.redact(repr(exc))[:500]
+                outcome = Outcome(item.id, "pending", item.attempts, "internal", message)
             await self.results.put(outcome)
 
     async def _process(self, item: ClaimedItem) -> Outcome:

@@ -99,13 +99,6 @@ def test_config_error_for_an_unsupported_url_does_not_show_the_password() -> Non
     assert "topsecret" not in str(caught.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "bug: db.parse_url passes libpq's ?sslmode= through to asyncpg.connect, which has no "
-        "sslmode argument (TypeError at connect); translate it to ssl= or refuse it"
-    ),
-)
 def test_a_plain_libpq_url_with_sslmode_works_with_asyncpg() -> None:
     url = "postgresql://u:pw@db.example:5432/plates?sslmode=require"
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from itertools import islice
 from pathlib import Path
 
 import pytest
@@ -171,10 +172,12 @@ def test_walk_does_not_follow_symlinked_folders(tmp_path: Path) -> None:
     os.symlink(root / "sub", root / "linked.jpg")  # a folder link with an image's name
     os.symlink(root / "sub", root / "sub" / "loop")  # a folder that contains itself
     os.symlink(root, root / "sub" / "up")
+    stats = ScanStats()
 
-    paths, stats = _paths([root])
+    # Bounded, so a walk that does follow the loops fails here instead of running for minutes.
+    found = list(islice(walk([str(root)], IMAGES, stats), 10))
 
-    assert paths == {str(root / "sub" / "a.jpg")}
+    assert [path for path, _, _ in found] == [str(root / "sub" / "a.jpg")]
     assert stats.files == 1
 
 
