@@ -68,3 +68,32 @@ def test_kill_9_mid_run_loses_nothing(tmp_path, db_url, start_emulator, platepip
     extra = stats["calls"] - len(corpus.images)
     assert 0 <= extra <= KILLS * LOST_PER_KILL
     assert set(stats["by_sha256"]) == set(sha.values())
+
+
+def test_sigterm_drains_and_exits_3_then_a_rerun_finishes(
+    tmp_path, sqlite_url, start_emulator, platepipe_env
+):
+    corpus = make_corpus(tmp_path / "archive", 80, large_every=0)
+    emulator = start_emulator("--latency", "0.2")
+    env = {**platepipe_env, "NHN_OCR_ENDPOINT": emulator.url, "PLATEPIPE_DB": sqlite_url}
+    args = ("run", "--job", "term", str(corpus.root), "--rate", "40", "--concurrency", "8")
+    process = start_platepipe(*args, env=env)
+    _wait_for_calls(emulator, 10)
+
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=60)
+
+    assert process.returncode == 3, err
+    assert "Traceback" not in err
+    assert "run again to resume" in out
+    # The drain committed every call it made: nothing is left running, no answer was dropped.
+    calls = emulator.stats()["calls"]
+    statuses = dict(query(sqlite_url, "SELECT status, count(*) FROM items GROUP BY status"))
+    assert "running" not in statuses and statuses["pending"] > 0
+    assert statuses["done"] == calls
+
+    final = platepipe(*args, env=env)
+
+    assert final.returncode == 0, final.stderr
+    assert emulator.stats()["calls"] == len(corpus.images)
+    assert_reads_match(sqlite_url, "term", corpus.images, emulator.stats()["answers"])
