@@ -3,10 +3,13 @@ server, a real SQLite file and a real PostgreSQL database."""
 
 from __future__ import annotations
 
+import dataclasses
+import random
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from tests.support.cli import platepipe
 from tests.support.corpus import make_corpus, sha256_file
@@ -18,7 +21,18 @@ N_IMAGES = 240
 
 @pytest.fixture
 def corpus(tmp_path: Path):
-    return make_corpus(tmp_path / "archive", N_IMAGES, large_every=40)
+    corpus = make_corpus(tmp_path / "archive", N_IMAGES, large_every=40)
+    # A noisy frame of a few MB, as real cameras write: uploads past 1 MiB take another path.
+    heavy = corpus.root / "cam 02" / "heavy frame.png"
+    make_noise_png(heavy, 1400, 900)
+    assert 1024 * 1024 < heavy.stat().st_size < 5 * 1024 * 1024
+    return dataclasses.replace(corpus, images=(*corpus.images, heavy))
+
+
+def make_noise_png(path: Path, width: int, height: int) -> None:
+    Image.frombytes("RGB", (width, height), random.Random(3).randbytes(width * height * 3)).save(
+        path
+    )
 
 
 def test_run_stores_every_read_once_and_a_rerun_calls_nothing(
