@@ -6,8 +6,10 @@ import asyncio
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
 from functools import wraps
 from typing import Any, NoReturn, TypeVar
 
@@ -23,6 +25,7 @@ from pipeline.store import Store
 
 T = TypeVar("T")
 
+SECONDS_PER_UNIT = {"h": 3600, "m": 60, "s": 1}
 APP_KEY_ENV = "NHN_OCR_APP_KEY"
 SECRET_KEY_ENV = "NHN_OCR_SECRET_KEY"
 
@@ -94,6 +97,40 @@ def cli(verbose: bool) -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
+class Duration(click.ParamType):
+    """Seconds, from `3600`, `90s`, `45m`, `2h` or `1h30m`."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> float:
+        if isinstance(value, int | float):
+            return float(value)
+        text = str(value).strip().lower()
+        if re.fullmatch(r"\d+(\.\d+)?", text):
+            return float(text)
+        parts = re.findall(r"(\d+(?:\.\d+)?)([hms])", text)
+        if not parts or "".join(n + u for n, u in parts) != text:
+            self.fail(f"{value!r} is not a duration like 90m, 2h, 1h30m or 3600", param, ctx)
+        return sum(float(n) * SECONDS_PER_UNIT[u] for n, u in parts)
+
+
+class ClockTime(click.ParamType):
+    """The next local time HH:MM from now: tonight's 23:00, or tomorrow's 06:00."""
+
+    name = "HH:MM"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> datetime:
+        if isinstance(value, datetime):
+            return value
+        try:
+            clock = datetime.strptime(str(value).strip(), "%H:%M").time()
+        except ValueError:
+            self.fail(f"{value!r} is not a time like 06:30", param, ctx)
+        now = datetime.now()
+        at = datetime.combine(now.date(), clock)
+        return at if at > now else at + timedelta(days=1)
+
+
 def positive(kind: type) -> click.ParamType:
     return click.IntRange(min=1) if kind is int else click.FloatRange(min=0, min_open=True)
 
@@ -146,6 +183,46 @@ def positive(kind: type) -> click.ParamType:
 @click.option(
     "--exclude", multiple=True, help="Glob of files or folders to leave out (repeatable)."
 )
+@click.option(
+    "--backoff-base",
+    "backoff_base_s",
+    type=positive(float),
+    default=defaults.DEFAULT_BACKOFF_BASE_S,
+    show_default=True,
+    help="Seconds before the first retry; doubles per attempt, with full jitter.",
+)
+@click.option(
+    "--backoff-cap",
+    "backoff_cap_s",
+    type=positive(float),
+    default=defaults.DEFAULT_BACKOFF_CAP_S,
+    show_default=True,
+    help="Longest wait between two attempts of one image, in seconds.",
+)
+@click.option(
+    "--deadline",
+    type=ClockTime(),
+    help="Stop at this local time (HH:MM, the next one to come), items left pending; exit 3.",
+)
+@click.option(
+    "--max-duration",
+    "max_duration_s",
+    type=Duration(),
+    help="Stop after this long (e.g. 90m, 2h, 3600), items left pending; exit 3.",
+)
+@click.option(
+    "--max-requests",
+    type=positive(int),
+    help="Spend at most this many API calls in this run (a cost cap); exit 3 when reached.",
+)
+@click.option(
+    "--max-outage",
+    "max_outage_s",
+    type=Duration(),
+    default=str(int(defaults.DEFAULT_MAX_OUTAGE_S)),
+    show_default=True,
+    help="How long to wait out an API outage (probing) before stopping with exit 3.",
+)
 @click.option("--quiet", is_flag=True, help="No progress lines; only the final summary.")
 def run(job: str, roots: tuple[str, ...], db_url: str, endpoint: str, **options: Any) -> None:
     """Scan ROOTs into job JOB and process every pending image; print a summary.
@@ -156,7 +233,8 @@ def run(job: str, roots: tuple[str, ...], db_url: str, endpoint: str, **options:
 
     \b
     Exit codes: 0 all done or skipped, 1 fatal (credentials, database), 2 usage,
-    3 stopped early with items pending (run again), 4 finished with failed items.
+    3 stopped early with items pending (signal, --deadline, --max-duration, --max-requests,
+    an outage longer than --max-outage: run again to resume), 4 finished with failed items.
 
     \b
     Example:

@@ -23,6 +23,8 @@ API_PATH = "/v1.0/appkeys/{app_key}/vehicle-plate"
 RETRY_CODES = frozenset({-1, 4000006})
 PERMANENT_CODES = frozenset({4000001, 4000002, 4000003, 4000004, 4131000})
 FATAL_CODES = frozenset({4000005, 4010001, 4000401})
+# A wrong endpoint or keys rejected by a gateway: every call would fail alike.
+FATAL_HTTP_STATUSES = frozenset({401, 403, 404, 405})
 BOX_KEYS = ("x1", "y1", "x2", "y2", "x3", "y3", "x4", "y4")
 MESSAGE_MAX_CHARS = 500
 
@@ -39,10 +41,28 @@ def classify(code: int) -> Kind:
     return Kind.UNKNOWN
 
 
-def parse_answer(http_status: int, body: bytes, latency_s: float) -> Answer:
+def classify_http(status: int) -> Kind:
+    """What a non-200 status from the endpoint (or a gateway before it) means."""
+    if status in FATAL_HTTP_STATUSES:
+        return Kind.FATAL
+    if status == 413:
+        return Kind.PERMANENT
+    if status in (408, 429) or status >= 500:
+        return Kind.RETRY
+    return Kind.UNKNOWN
+
+
+def parse_answer(
+    http_status: int, body: bytes, latency_s: float, retry_after: str | None = None
+) -> Answer:
     """Turn one HTTP answer into an `Answer`; pure, so every odd body can be unit-tested."""
     if http_status != 200:
-        return Answer(Kind.RETRY, f"http_{http_status}", _snippet(body), latency_s, http_status)
+        kind = classify_http(http_status)
+        message = _snippet(body)
+        if kind is Kind.FATAL:
+            message = f"the endpoint answered HTTP {http_status}: check --endpoint and the keys"
+        code = f"http_{http_status}"
+        return Answer(kind, code, message, latency_s, http_status, None, _seconds(retry_after))
     try:
         doc = json.loads(body)
         header = doc["header"]
@@ -90,6 +110,14 @@ def _box(box: dict[str, Any]) -> tuple[int, int, int, int, int, int, int, int] |
         return None
 
 
+def _seconds(retry_after: str | None) -> float | None:
+    """Retry-After in seconds; its HTTP-date form is rare enough from gateways to ignore."""
+    try:
+        return max(float(retry_after), 0.0) if retry_after else None
+    except ValueError:
+        return None
+
+
 def _snippet(body: bytes) -> str:
     return body[:200].decode("utf-8", errors="replace")
 
@@ -128,7 +156,9 @@ class NhnClient:
         try:
             async with self._session.post(self._url, data=form) as response:
                 body = await response.read()
-                return parse_answer(response.status, body, time.monotonic() - started)
+                latency_s = time.monotonic() - started
+                retry_after = response.headers.get("Retry-After")
+                return parse_answer(response.status, body, latency_s, retry_after)
         except TimeoutError:
             return self._transport("timeout", "no answer in time", started)
         except aiohttp.ClientConnectionError as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 
 DEFAULT_ENDPOINT = "https://ocr.api.nhncloudservice.com"
 DEFAULT_RATE_PER_S = 10.0
@@ -14,6 +15,7 @@ DEFAULT_BACKOFF_BASE_S = 1.0
 DEFAULT_BACKOFF_CAP_S = 60.0
 DEFAULT_INCLUDE = ("*.jpg", "*.jpeg", "*.png")
 DEFAULT_PROGRESS_EVERY_S = 10.0
+DEFAULT_MAX_OUTAGE_S = 900.0
 
 
 class Secret:
@@ -64,3 +66,7 @@ class RunSettings:
     backoff_cap_s: float = DEFAULT_BACKOFF_CAP_S
     progress_every_s: float = DEFAULT_PROGRESS_EVERY_S
     quiet: bool = False
+    deadline: datetime | None = None  # local time at which to stop, items left pending
+    max_duration_s: float | None = None
+    max_requests: int | None = None  # the run's cost cap, in calls
+    max_outage_s: float = DEFAULT_MAX_OUTAGE_S

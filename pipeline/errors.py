@@ -31,7 +31,15 @@ class ConfigError(PipelineError):
 
 
 class DatabaseError(PipelineError):
-    """The database cannot be reached or refused what we asked of it."""
+    """The database cannot be reached or refused what we asked of it.
+
+    `transient` marks what a restart, a dropped connection or a busy lock explains: worth
+    another try in a moment, where a missing table or a bad URL is not.
+    """
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 class JobBusyError(PipelineError):

@@ -18,6 +18,16 @@ class Kind(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class Found:
+    """A file the scanner found, on its way into the items table."""
+
+    path: str  # absolute; a name that is not UTF-8 shows its odd bytes as \xNN escapes
+    size: int
+    mtime: float
+    raw_path: bytes | None = None  # the real name's bytes, only when they are not UTF-8
+
+
+@dataclass(frozen=True, slots=True)
 class Plate:
     value: str | None
     conf: float | None
@@ -42,6 +52,16 @@ class Answer:
     latency_s: float
     http_status: int | None = None
     recognition: Recognition | None = None
+    retry_after_s: float | None = None  # a gateway's Retry-After, a minimum pause for the pool
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One API call spent on an item, for the `attempts` table."""
+
+    started_at: datetime
+    answer: Answer
+    result: str  # done | retry | failed | fatal | paused (an outage: the attempt is not counted)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +74,8 @@ class Outcome:
     error_code: str | None = None
     error_message: str | None = None
     next_attempt_at: datetime | None = None
-    recognition: Recognition | None = None
-    latency_ms: int = 0
-    called: bool = False  # whether an API call was spent on it
+    call: Call | None = None  # None when no call was spent (skipped, released)
+
+    @property
+    def recognition(self) -> Recognition | None:
+        return self.call.answer.recognition if self.call else None

@@ -36,13 +36,11 @@ def format_report(report: Any) -> str:
         f"this run: scanned {report.scan.files} files, {pool.calls} calls "
         f"({pool.retries} retried) in {elapsed:.1f}s, {rate:.1f} calls/s",
     ]
-    if report.scan.unencodable_names or report.scan.unreadable_dirs:
-        lines.append(
-            f"  not scanned: {report.scan.unencodable_names} names not valid UTF-8, "
-            f"{report.scan.unreadable_dirs} folders unreadable"
-        )
+    if report.scan.unreadable_dirs:
+        lines.append(f"  not scanned: {report.scan.unreadable_dirs} folders could not be listed")
     if report.stopped_by and not report.fatal:
-        lines.append(f"stopped early ({report.stopped_by}): run again to resume")
+        why = report.message or report.stopped_by
+        lines.append(f"stopped early ({why}): run again to resume")
     return "\n".join(lines)
 
 

@@ -23,10 +23,11 @@ from datetime import datetime
 from pipeline.client import NhnClient
 from pipeline.config import RunSettings
 from pipeline.errors import EXIT_FAILED_ITEMS, EXIT_FATAL, EXIT_OK, EXIT_STOPPED
-from pipeline.outcomes import Answer, Outcome
+from pipeline.outcomes import Outcome
+from pipeline.pacing import Breaker, RateGovernor
 from pipeline.scanner import Filter, ScanStats, scan_into
-from pipeline.store import ClaimedItem, Job, JobSummary, Store, utcnow
-from pipeline.workers import PoolStats, RetryPolicy, WorkerPool, make_limiter
+from pipeline.store import DB_RIDE_OUT_S, ClaimedItem, Job, JobSummary, Store, utcnow
+from pipeline.workers import PoolStats, RetryPolicy, WorkerPool
 from pipeline.writer import Writer
 
 log = logging.getLogger(__name__)
@@ -45,8 +46,12 @@ class RunReport:
     scan: ScanStats
     pool: PoolStats
     elapsed_s: float
-    stopped_by: str | None = None  # "signal" / "SIGTERM" ..., None when the job ran out of work
-    fatal: str | None = None  # the fatal API answer's one-line reason
+    stopped_by: str | None = None  # SIGTERM, deadline, fatal, ...; None: the job ran out of work
+    message: str | None = None  # why it stopped, one line
+
+    @property
+    def fatal(self) -> str | None:
+        return self.message if self.stopped_by == "fatal" else None
 
     @property
     def exit_code(self) -> int:
@@ -71,19 +76,19 @@ class _Run:
     scan: ScanStats = field(default_factory=ScanStats)
     outstanding: int = 0  # claimed items whose outcome is not committed yet
     committed: dict[str, int] = field(default_factory=dict)
+    breaker: Breaker = field(default_factory=Breaker)
     stopped_by: str | None = None
-    fatal: str | None = None
+    message: str | None = None  # why the run stopped early, as one line for the operator
 
-    def request_stop(self, reason: str) -> None:
+    def request_stop(self, reason: str, message: str | None = None) -> None:
+        """Stop claiming; in-flight calls finish and their answers are committed."""
         if self.stopped_by is None:
-            self.stopped_by = reason
+            self.stopped_by, self.message = reason, message
+            if reason != "fatal":
+                log.warning("stopping (%s): finishing the calls in flight", message or reason)
         self.stop.set()
         self.wake.set()
-
-    def on_fatal(self, answer: Answer) -> None:
-        if self.fatal is None:  # the CLI prints it as the run's one-line error
-            self.fatal = f"the API refused the run: {answer.code} {answer.message}".strip()
-        self.request_stop("fatal")
+        self.breaker.abort()
 
     def on_committed(self, batch: Sequence[Outcome]) -> None:
         self.outstanding -= len(batch)
@@ -96,7 +101,8 @@ async def run_job(settings: RunSettings, store: Store) -> RunReport:
     """Run the job in `settings` to its end (or an early stop) and report what happened."""
     started = time.monotonic()
     job = await store.ensure_job(settings.job, create=bool(settings.roots))
-    run = _Run(settings, store, job)
+    store.ride_out_s = DB_RIDE_OUT_S
+    run = _Run(settings, store, job, breaker=Breaker(settings.max_outage_s))
     await store.register_worker(job, run.worker_id, exclusive=True)
     try:
         reclaimed = await store.reclaim_orphans(job)
@@ -104,12 +110,11 @@ async def run_job(settings: RunSettings, store: Store) -> RunReport:
             log.info("%d items left running by an earlier run are pending again", reclaimed)
         pool_stats = await _run_stages(run)
     finally:
-        await store.release(run.worker_id)
+        await store.release(job, run.worker_id)
         await store.unregister_worker(run.worker_id)
     (summary,) = await store.summaries(job.name)
-    return RunReport(
-        summary, run.scan, pool_stats, time.monotonic() - started, run.stopped_by, run.fatal
-    )
+    elapsed_s = time.monotonic() - started
+    return RunReport(summary, run.scan, pool_stats, elapsed_s, run.stopped_by, run.message)
 
 
 async def _run_stages(run: _Run) -> PoolStats:
@@ -123,12 +128,14 @@ async def _run_stages(run: _Run) -> PoolStats:
     async with NhnClient(settings.api, connections=settings.concurrency) as client:
         pool = WorkerPool(
             client,
-            make_limiter(settings.rate_per_s),
+            RateGovernor(settings.rate_per_s),
+            run.breaker,
             policy,
             claimed,
             writer.queue,
             run.stop,
-            run.on_fatal,
+            run.request_stop,
+            settings.max_requests,
         )
         with _signals_stop(run, on_second=lambda: [w.cancel() for w in workers]):
             writer_task = asyncio.create_task(writer.run(), name="writer")
@@ -136,7 +143,10 @@ async def _run_stages(run: _Run) -> PoolStats:
                 asyncio.create_task(pool.run(), name=f"worker-{n}")
                 for n in range(settings.concurrency)
             ]
-            side_tasks = [asyncio.create_task(_heartbeat(run), name="heartbeat")]
+            side_tasks = [
+                asyncio.create_task(_heartbeat(run), name="heartbeat"),
+                asyncio.create_task(_stop_at_end_of_window(run), name="window"),
+            ]
             if settings.progress_every_s > 0 and not settings.quiet:
                 side_tasks.append(asyncio.create_task(_progress(run, pool.stats), name="progress"))
             if settings.roots:
@@ -189,10 +199,15 @@ async def _claim(run: _Run, claimed: asyncio.Queue[ClaimedItem | None]) -> None:
         if batch:
             continue
         if run.scan.finished and run.outstanding == 0:
-            remaining, next_due = await run.store.pending_state(run.job)
-            if remaining == 0:
+            left = await run.store.pending_state(run.job, run.worker_id)
+            if left.left == 0:
                 return
-            await _wait(run.wake, _seconds_until(next_due))
+            if left.running_mine:
+                # Leased to us but never received: a claim whose answer a dropped database
+                # connection lost. Nothing of ours is in flight, so they go back to pending.
+                await run.store.release(run.job, run.worker_id)
+                continue
+            await _wait(run.wake, _seconds_until(left.next_due))
         else:
             await _wait(run.wake, IDLE_POLL_S)
 
@@ -216,6 +231,18 @@ async def _scan(run: _Run) -> None:
         run.scan.finished = True
         run.wake.set()
     log.info("scan finished: %d files", run.scan.files)
+
+
+async def _stop_at_end_of_window(run: _Run) -> None:
+    """--deadline / --max-duration: stop as a signal would, with items left pending."""
+    limits_s = []
+    if run.settings.deadline is not None:
+        limits_s.append((run.settings.deadline - datetime.now()).total_seconds())
+    if run.settings.max_duration_s is not None:
+        limits_s.append(run.settings.max_duration_s)
+    if limits_s:
+        await asyncio.sleep(max(min(limits_s), 0))
+        run.request_stop("deadline", "the run's time window is over")
 
 
 async def _heartbeat(run: _Run) -> None:

@@ -12,17 +12,17 @@ import fnmatch
 import logging
 import os
 import re
+import stat
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 
+from pipeline.outcomes import Found
 from pipeline.store import Job, Store
 
 log = logging.getLogger(__name__)
 
 SCAN_BATCH_FILES = 2000
-
-Found = tuple[str, int, float]  # absolute path, size in bytes, mtime
 
 
 def compile_globs(patterns: Sequence[str]) -> tuple[re.Pattern[str] | None, re.Pattern[str] | None]:
@@ -68,9 +68,8 @@ def _matches(compiled: tuple, name: str, relpath: str) -> bool:
 
 @dataclass
 class ScanStats:
-    files: int = 0  # files matched and enqueued (new or already known)
+    files: int = 0  # files matched and enqueued (new, known, or changed since)
     unreadable_dirs: int = 0
-    unencodable_names: int = 0
     finished: bool = False
 
 
@@ -78,10 +77,12 @@ def walk(roots: Sequence[str], keep: Filter, stats: ScanStats) -> Iterator[Found
     """Yield every file under `roots` that `keep` includes, depth first, in directory order.
 
     Symlinked folders are not followed (no loops, no escaping the tree); symlinked files are.
+    A link whose target is gone (or loops) is still yielded, so that its item records why it
+    could not be sent. FIFOs, sockets and devices are passed over: reading one could block.
     """
     for root in roots:
         root = os.path.abspath(root)
-        if os.path.isfile(root):
+        if not os.path.isdir(root):
             found = _found(root, stats)
             if found is not None:
                 yield found
@@ -94,7 +95,7 @@ def walk(roots: Sequence[str], keep: Filter, stats: ScanStats) -> Iterator[Found
                     listed = list(entries)
             except OSError as exc:
                 stats.unreadable_dirs += 1
-                log.warning("cannot list %s: %s", folder, exc.strerror or exc)
+                log.warning("cannot list %s: %s", _shown(folder), exc.strerror or exc)
                 continue
             subfolders = []
             for entry in listed:
@@ -104,28 +105,37 @@ def walk(roots: Sequence[str], keep: Filter, stats: ScanStats) -> Iterator[Found
                         if not keep.excludes(entry.name, rel):
                             subfolders.append((entry.path, rel))
                         continue
-                    if not keep.includes(entry.name, rel) or not entry.is_file():
-                        continue
-                    found = _found(entry.path, stats, entry.stat())
-                except OSError as exc:
-                    log.warning("cannot stat %s: %s", entry.path, exc.strerror or exc)
+                except OSError:
                     continue
-                if found is not None:
-                    yield found
+                if keep.includes(entry.name, rel):
+                    found = _found(entry.path, stats)
+                    if found is not None:
+                        yield found
             stack.extend(reversed(subfolders))
 
 
-def _found(path: str, stats: ScanStats, st: os.stat_result | None = None) -> Found | None:
+def _found(path: str, stats: ScanStats) -> Found | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        if not os.path.islink(path):
+            return None  # gone since it was listed
+        st = None  # a broken or looping link: enqueued, the worker records why
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        return None
+    stats.files += 1
+    size, mtime = (st.st_size, st.st_mtime) if st else (0, 0.0)
     try:
         path.encode("utf-8")
     except UnicodeEncodeError:
-        # The database stores text; a name that is not UTF-8 cannot be stored as it is.
-        stats.unencodable_names += 1
-        log.warning("skipping a file whose name is not valid UTF-8: %r", path)
-        return None
-    st = st or os.stat(path)
-    stats.files += 1
-    return (path, st.st_size, st.st_mtime)
+        # The database stores text: keep a readable escaped name and the real bytes beside it.
+        return Found(_shown(path), size, mtime, os.fsencode(path))
+    return Found(path, size, mtime)
+
+
+def _shown(path: str) -> str:
+    """`path` as text that any database and terminal takes: odd bytes as \\xNN escapes."""
+    return os.fsencode(path).decode("utf-8", errors="backslashreplace")
 
 
 async def scan_into(

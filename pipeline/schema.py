@@ -18,6 +18,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
     String,
@@ -71,6 +72,8 @@ items = Table(
     Column("id", ItemId, primary_key=True),
     Column("job_id", Integer, ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
     Column("path", Text, nullable=False),
+    # The name's bytes, only when they are not UTF-8 (`path` then shows them escaped).
+    Column("raw_path", LargeBinary),
     Column("size", BigInteger, nullable=False),
     Column("mtime", Float, nullable=False),
     Column("status", String(16), nullable=False, server_default="pending"),
@@ -118,4 +121,21 @@ plates = Table(
     Column("conf", Float),
     *(Column(f"{axis}{n}", Integer) for n in range(1, 5) for axis in "xy"),
     PrimaryKeyConstraint("item_id", "idx"),
+)
+
+# Every API call, so "why did this fail?" is one query:
+#   SELECT * FROM attempts WHERE item_id = ? ORDER BY attempt
+attempts = Table(
+    "attempts",
+    metadata,
+    Column("id", ItemId, primary_key=True),
+    Column("item_id", ItemId, ForeignKey("items.id", ondelete="CASCADE"), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("started_at", DateTime, nullable=False),
+    Column("duration_ms", Integer, nullable=False),
+    Column("outcome", String(16), nullable=False),  # done | retry | failed | fatal | paused
+    Column("code", String(64), nullable=False),
+    Column("http_status", Integer),
+    Column("message", Text),
+    Index(None, "item_id"),
 )

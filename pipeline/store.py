@@ -6,15 +6,19 @@ Workers, the scanner and the CLI call named methods (`add_items`, `claim_batch`,
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import logging
 import os
 import socket
-from collections.abc import AsyncIterator, Iterable, Sequence
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import bindparam, delete, func, insert, or_, select, text, update
+from sqlalchemy import and_, bindparam, delete, func, insert, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
@@ -22,11 +26,58 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from pipeline import db
 from pipeline.errors import DatabaseError, JobBusyError, JobNotFoundError
-from pipeline.outcomes import Outcome
-from pipeline.schema import STATUSES, items, jobs, plates, recognitions, workers
+from pipeline.outcomes import Found, Outcome
+from pipeline.schema import STATUSES, attempts, items, jobs, plates, recognitions, workers
+
+log = logging.getLogger(__name__)
 
 LEASE_SECONDS = 300
 WORKER_DEAD_AFTER_S = 30
+DB_RETRY_DELAYS_S = (0.2, 0.5, 1.0, 2.0, 5.0)  # then every 5 s, within `Store.ride_out_s`
+DB_RIDE_OUT_S = 300.0  # how long a run waits out a database restart before giving up
+
+# SQLSTATE classes that a retry can cure: connection exceptions, operator intervention
+# (a restart, pg_terminate_backend), serialization failures and deadlocks.
+TRANSIENT_SQLSTATE_PREFIXES = ("08", "57P", "40001", "40P01")
+
+T = TypeVar("T")
+
+
+def _is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    reason = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    if isinstance(reason, OSError | TimeoutError):
+        return True
+    sqlstate = getattr(reason, "sqlstate", None) or ""
+    if sqlstate.startswith(TRANSIENT_SQLSTATE_PREFIXES):
+        return True
+    text = str(reason).lower()
+    return "database is locked" in text or "connection is closed" in text
+
+
+def _retried(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+    """Retry `method` on transient database errors for up to the store's `ride_out_s`.
+
+    Safe because every retried method is idempotent or harmless to repeat: a claim whose
+    answer was lost leaves items leased to this run, which the claimer gives back.
+    """
+
+    @functools.wraps(method)
+    async def wrapper(self: Store, *args: Any, **kwargs: Any) -> T:
+        give_up_at = time.monotonic() + self.ride_out_s
+        delays = iter(DB_RETRY_DELAYS_S)
+        while True:
+            try:
+                return await method(self, *args, **kwargs)
+            except DatabaseError as exc:
+                if not exc.transient or time.monotonic() >= give_up_at:
+                    raise
+                delay = next(delays, DB_RETRY_DELAYS_S[-1])
+                log.warning("%s; trying again in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+
+    return wrapper
 
 
 def utcnow() -> datetime:
@@ -46,6 +97,19 @@ class ClaimedItem:
     size: int
     mtime: float
     attempts: int
+    raw_path: bytes | None = None  # the name's bytes, when they are not UTF-8
+
+
+@dataclass
+class PendingState:
+    pending: int = 0
+    running_mine: int = 0
+    running_others: int = 0
+    next_due: datetime | None = None  # the earliest retry time of a pending item
+
+    @property
+    def left(self) -> int:
+        return self.pending + self.running_mine + self.running_others
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +130,8 @@ class Store:
     def __init__(self, engine: AsyncEngine, url: str) -> None:
         self.engine = engine
         self.url = url
+        # 0 for one-shot commands (fail fast, exit 1); a run sets DB_RIDE_OUT_S.
+        self.ride_out_s = 0.0
         self._insert = pg_insert if engine.dialect.name == "postgresql" else sqlite_insert
 
     @classmethod
@@ -95,7 +161,7 @@ class Store:
                 async with connection.begin():
                     yield connection
         except (SQLAlchemyError, OSError) as exc:
-            raise DatabaseError(self._describe(exc)) from exc
+            raise DatabaseError(self._describe(exc), transient=_is_transient(exc)) from exc
 
     def _describe(self, exc: BaseException) -> str:
         reason = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
@@ -161,16 +227,19 @@ class Store:
                 )
             )
 
+    @_retried
     async def heartbeat(self, worker_id: str) -> None:
         async with self._begin() as connection:
             await connection.execute(
                 update(workers).where(workers.c.id == worker_id).values(heartbeat_at=utcnow())
             )
 
+    @_retried
     async def unregister_worker(self, worker_id: str) -> None:
         async with self._begin() as connection:
             await connection.execute(delete(workers).where(workers.c.id == worker_id))
 
+    @_retried
     async def reclaim_orphans(self, job: Job) -> int:
         """Items left `running` by workers that are no longer registered go back to pending."""
         live = select(workers.c.id).where(workers.c.job_id == job.id)
@@ -188,26 +257,49 @@ class Store:
 
     # -- the queue ----------------------------------------------------------------------------
 
-    async def add_items(self, job: Job, found: Sequence[tuple[str, int, float]]) -> None:
-        """Enqueue (path, size, mtime) rows; paths already in the job are left as they are."""
+    @_retried
+    async def add_items(self, job: Job, found: Sequence[Found]) -> None:
+        """Enqueue found files. A path already in the job keeps its state, unless the file
+        changed (size or mtime) since: then it is queued again, its old result kept until a
+        new one replaces it. An item in flight is left alone."""
         if not found:
             return
         now = utcnow()
         rows = [
             {
                 "job_id": job.id,
-                "path": p,
-                "size": s,
-                "mtime": m,
+                "path": f.path,
+                "raw_path": f.raw_path,
+                "size": f.size,
+                "mtime": f.mtime,
                 "created_at": now,
                 "updated_at": now,
             }
-            for p, s, m in found
+            for f in found
         ]
-        statement = self._insert(items).on_conflict_do_nothing(index_elements=["job_id", "path"])
+        insert_ = self._insert(items)
+        new = insert_.excluded
+        statement = insert_.on_conflict_do_update(
+            index_elements=["job_id", "path"],
+            set_={
+                "size": new.size,
+                "mtime": new.mtime,
+                "status": "pending",
+                "attempts": 0,
+                "error_code": None,
+                "error_message": None,
+                "next_attempt_at": None,
+                "updated_at": new.updated_at,
+            },
+            where=and_(
+                or_(items.c.size != new.size, items.c.mtime != new.mtime),
+                items.c.status != "running",
+            ),
+        )
         async with self._begin() as connection:
             await connection.execute(statement, rows)
 
+    @_retried
     async def claim_batch(self, job: Job, worker_id: str, limit: int) -> list[ClaimedItem]:
         """Move up to `limit` due pending items to `running`, leased to `worker_id`."""
         now = utcnow()
@@ -232,36 +324,65 @@ class Store:
                 lease_expires_at=now + timedelta(seconds=LEASE_SECONDS),
                 updated_at=now,
             )
-            .returning(items.c.id, items.c.path, items.c.size, items.c.mtime, items.c.attempts)
+            .returning(
+                items.c.id,
+                items.c.path,
+                items.c.size,
+                items.c.mtime,
+                items.c.attempts,
+                items.c.raw_path,
+            )
         )
         async with self._begin() as connection:
             rows = (await connection.execute(statement)).all()
         return sorted((ClaimedItem(*row) for row in rows), key=lambda item: item.id)
 
-    async def release(self, worker_id: str) -> int:
+    @_retried
+    async def release(self, job: Job, worker_id: str) -> int:
         """Items still leased to `worker_id` go back to pending (a run ending early)."""
         async with self._begin() as connection:
             result = await connection.execute(
                 update(items)
-                .where(items.c.lease_owner == worker_id, items.c.status == "running")
+                .where(
+                    items.c.job_id == job.id,
+                    items.c.status == "running",
+                    items.c.lease_owner == worker_id,
+                )
                 .values(status="pending", lease_owner=None, lease_expires_at=None)
             )
         return result.rowcount or 0
 
-    async def pending_state(self, job: Job) -> tuple[int, datetime | None]:
-        """(pending or running items, the earliest time a pending item is due)."""
+    @_retried
+    async def pending_state(self, job: Job, worker_id: str) -> PendingState:
+        """What is left of the job: counted on the (job, status) index, cheap at the tail."""
         async with self._begin(writes=False) as connection:
-            row = (
+            rows = (
                 await connection.execute(
-                    select(func.count(), func.min(items.c.next_attempt_at)).where(
-                        items.c.job_id == job.id, items.c.status.in_(("pending", "running"))
+                    select(
+                        items.c.status,
+                        items.c.lease_owner,
+                        func.count(),
+                        func.min(items.c.next_attempt_at),
                     )
+                    .where(items.c.job_id == job.id, items.c.status.in_(("pending", "running")))
+                    .group_by(items.c.status, items.c.lease_owner)
                 )
-            ).one()
-        return row[0], row[1]
+            ).all()
+        state = PendingState()
+        for status, owner, count, next_due in rows:
+            if status == "pending":
+                state.pending += count
+                if next_due is not None and (state.next_due is None or next_due < state.next_due):
+                    state.next_due = next_due
+            elif owner == worker_id:
+                state.running_mine += count
+            else:
+                state.running_others += count
+        return state
 
     # -- results ------------------------------------------------------------------------------
 
+    @_retried
     async def record_outcomes(self, outcomes: Sequence[Outcome]) -> None:
         """Store a batch in one transaction: recognitions, plates and item states together.
 
@@ -289,6 +410,9 @@ class Store:
                     _SET_STATE.where(items.c.status == "running"),
                     [_state_row(o, now) for o in other],
                 )
+            attempt_rows = [_attempt_row(o) for o in outcomes if o.call is not None]
+            if attempt_rows:
+                await connection.execute(insert(attempts), attempt_rows)
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -356,15 +480,32 @@ def _state_row(outcome: Outcome, now: datetime) -> dict[str, Any]:
     }
 
 
+def _attempt_row(outcome: Outcome) -> dict[str, Any]:
+    call = outcome.call
+    assert call is not None
+    answer = call.answer
+    return {
+        "item_id": outcome.item_id,
+        # Paused and fatal calls leave the item's count as it was; the call is still one more.
+        "attempt": outcome.attempts + (call.result in ("paused", "fatal")),
+        "started_at": call.started_at,
+        "duration_ms": round(answer.latency_s * 1000),
+        "outcome": call.result,
+        "code": answer.code,
+        "http_status": answer.http_status,
+        "message": None if call.result == "done" else answer.message,
+    }
+
+
 def _recognition_rows(done: Iterable[Outcome], now: datetime) -> Iterable[dict[str, Any]]:
     for outcome in done:
         recognition = outcome.recognition
-        assert recognition is not None, "a done outcome carries its recognition"
+        assert outcome.call is not None and recognition is not None, "done carries its result"
         yield {
             "item_id": outcome.item_id,
             "file_type": recognition.file_type,
             "resolution": recognition.resolution,
-            "latency_ms": outcome.latency_ms,
+            "latency_ms": round(outcome.call.answer.latency_s * 1000),
             "raw_response": recognition.raw,
             "recognized_at": now,
         }
@@ -408,9 +549,9 @@ def _summary(job_row: Any, rows: Sequence[Any]) -> JobSummary:
     error_codes: dict[str, int] = {}
     calls = 0
     last: datetime | None = None
-    for _job_id, status, code, count, attempts, updated in rows:
+    for _job_id, status, code, count, item_attempts, updated in rows:
         counts[status] += count
-        calls += attempts or 0
+        calls += item_attempts or 0
         if code is not None and status in ("failed", "skipped"):
             error_codes[code] = error_codes.get(code, 0) + count
         if updated is not None and (last is None or updated > last):

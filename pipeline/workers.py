@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import aiofiles
-from aiolimiter import AsyncLimiter
 
 from pipeline.client import NhnClient
-from pipeline.outcomes import Answer, Kind, Outcome
+from pipeline.outcomes import Answer, Call, Kind, Outcome
+from pipeline.pacing import Breaker, OutageTooLong, RateGovernor
 from pipeline.store import ClaimedItem, utcnow
 
 log = logging.getLogger(__name__)
@@ -27,12 +27,6 @@ MAX_IMAGE_BYTES = 5 * 1024 * 1024
 UNKNOWN_CODE_MAX_ATTEMPTS = 3
 JPEG_MAGIC = b"\xff\xd8\xff"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def make_limiter(rate_per_s: float) -> AsyncLimiter:
-    # A bucket of one request, leaking at the rate: calls are spaced 1/rate apart from the very
-    # first, with no start-up burst that a per-second quota would refuse.
-    return AsyncLimiter(1, 1.0 / rate_per_s)
 
 
 @dataclass(frozen=True)
@@ -48,36 +42,48 @@ class RetryPolicy:
         ceiling = min(self.backoff_cap_s, self.backoff_base_s * 2**doublings)
         return now + timedelta(seconds=random.uniform(0, ceiling))
 
-    def outcome(self, item: ClaimedItem, answer: Answer) -> Outcome:
-        """What `answer` makes of `item`: done, failed, or pending again for a later retry."""
+    def outcome(
+        self, item: ClaimedItem, answer: Answer, started_at: datetime, *, outage: bool = False
+    ) -> Outcome:
+        """What `answer` makes of `item`: done, failed, or pending again for a later retry.
+
+        During an outage (`outage`) a failed call does not count against the item's attempts:
+        the service is down, not the image.
+        """
         attempts = item.attempts + 1
-        latency_ms = round(answer.latency_s * 1000)
         if answer.kind is Kind.DONE:
-            return Outcome(
-                item.id,
-                "done",
-                attempts,
-                recognition=answer.recognition,
-                latency_ms=latency_ms,
-                called=True,
-            )
+            return Outcome(item.id, "done", attempts, call=Call(started_at, answer, "done"))
         if answer.kind is Kind.FATAL:
             # The run stops; the item is untouched and stays pending for the next run.
-            return Outcome(item.id, "pending", item.attempts, called=True)
+            call = Call(started_at, answer, "fatal")
+            return Outcome(item.id, "pending", item.attempts, call=call)
+        error = (answer.code, answer.message)
+        if outage and answer.kind is Kind.RETRY:
+            call = Call(started_at, answer, "paused")
+            return Outcome(item.id, "pending", item.attempts, *error, call=call)
         limit = self.max_attempts
         if answer.kind is Kind.UNKNOWN:
             limit = min(limit, UNKNOWN_CODE_MAX_ATTEMPTS)
         if answer.kind is Kind.PERMANENT or attempts >= limit:
-            return Outcome(item.id, "failed", attempts, answer.code, answer.message, called=True)
+            return Outcome(
+                item.id, "failed", attempts, *error, call=Call(started_at, answer, "failed")
+            )
         return Outcome(
             item.id,
             "pending",
             attempts,
-            answer.code,
-            answer.message,
+            *error,
             next_attempt_at=self.next_attempt_at(attempts, utcnow()),
-            called=True,
+            call=Call(started_at, answer, "retry"),
         )
+
+    def after_error(self, item: ClaimedItem, message: str) -> Outcome:
+        """A bug of ours on this item: retried later like a transient error, failed in the end."""
+        attempts = item.attempts + 1
+        if attempts >= self.max_attempts:
+            return Outcome(item.id, "failed", attempts, "internal", message)
+        later = self.next_attempt_at(attempts, utcnow())
+        return Outcome(item.id, "pending", attempts, "internal", message, next_attempt_at=later)
 
 
 def sniff_type(head: bytes) -> tuple[str, str] | None:
@@ -122,12 +128,14 @@ class PoolStats:
 @dataclass
 class WorkerPool:
     client: NhnClient
-    limiter: AsyncLimiter
+    governor: RateGovernor
+    breaker: Breaker
     policy: RetryPolicy
     claimed: asyncio.Queue[ClaimedItem | None]
     results: asyncio.Queue[Outcome]
     stop: asyncio.Event
-    on_fatal: Callable[[Answer], None]
+    on_stop: Callable[[str, str | None], None]  # (reason, one-line message) ends the run
+    max_requests: int | None = None  # the run's cost cap, in calls
     stats: PoolStats = field(default_factory=PoolStats)
 
     async def run(self) -> None:
@@ -135,33 +143,48 @@ class WorkerPool:
         while (item := await self.claimed.get()) is not None:
             try:
                 outcome = await self._process(item)
-            except Exception as exc:  # a bug must not lose the item: put it back for later
+            except OutageTooLong as exc:
+                self.on_stop("outage", f"{exc}; items stay pending, run again later")
+                outcome = Outcome(item.id, "pending", item.attempts)
+            except Exception as exc:  # a bug must not lose the item
                 log.exception("unexpected error on item %s", item.id)
-                message = self.client.redact(repr(exc))[:500]
-                outcome = Outcome(item.id, "pending", item.attempts, "internal", message)
+                outcome = self.policy.after_error(item, self.client.redact(repr(exc))[:500])
             await self.results.put(outcome)
 
     async def _process(self, item: ClaimedItem) -> Outcome:
+        release = Outcome(item.id, "pending", item.attempts)
         if self.stop.is_set():
-            return Outcome(item.id, "pending", item.attempts)
-        checked = await read_checked(item.path)
+            return release
+        checked = await read_checked(item.raw_path or item.path)
         if isinstance(checked, tuple):
             reason, message = checked
             return Outcome(item.id, "skipped", item.attempts, reason, message)
         filename, content_type = sniff_type(checked[:8])  # type: ignore[misc]
-        async with self.limiter:
-            if self.stop.is_set():  # stopped while waiting for a slot: spend nothing
-                return Outcome(item.id, "pending", item.attempts)
+        probe = await self.breaker.turn()
+        try:
+            await self.governor.acquire()
+            if self.stop.is_set():  # stopped while waiting for a turn: spend nothing
+                return release
+            if self.max_requests is not None and self.stats.calls >= self.max_requests:
+                self.on_stop("request cap", None)
+                return release
             self.stats.calls += 1
             self.stats.in_flight += 1
+            started_at = utcnow()
             try:
                 answer = await self.client.recognize(checked, filename, content_type)
             finally:
                 self.stats.in_flight -= 1
+            outage = self.breaker.is_open
+            self.breaker.on_answer(answer)
+        finally:
+            if probe:
+                self.breaker.end_probe()
+        self.governor.on_answer(answer)
         self.stats.by_code[answer.code] = self.stats.by_code.get(answer.code, 0) + 1
         if answer.kind is Kind.FATAL:
-            self.on_fatal(answer)
-        outcome = self.policy.outcome(item, answer)
+            self.on_stop("fatal", f"the API refused the run: {answer.code} {answer.message}")
+        outcome = self.policy.outcome(item, answer, started_at, outage=outage)
         if outcome.status == "pending" and answer.kind is not Kind.FATAL:
             self.stats.retries += 1
         return outcome

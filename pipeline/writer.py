@@ -2,8 +2,8 @@
 
 Batches form by count or by a short linger after the first outcome arrives, so results wait
 milliseconds, not seconds, between the API's answer and the commit that makes them safe.
-A failed commit is retried with backoff (a restarting PostgreSQL, a busy SQLite) before the
-run gives up; the batch is never half-written, because it is one transaction.
+The store retries a commit that a restarting PostgreSQL or a busy SQLite interrupted; the batch
+is never half-written, because it is one transaction.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
-from pipeline.errors import DatabaseError
 from pipeline.outcomes import Outcome
 from pipeline.store import Store
 
@@ -21,7 +20,6 @@ log = logging.getLogger(__name__)
 
 WRITER_BATCH_OUTCOMES = 200
 WRITER_LINGER_S = 0.05
-COMMIT_RETRY_DELAYS_S = (0.5, 1, 2, 4, 8, 15)
 
 
 class Writer:
@@ -71,15 +69,5 @@ class Writer:
         return False
 
     async def _commit(self, batch: Sequence[Outcome]) -> None:
-        for delay in (*COMMIT_RETRY_DELAYS_S, None):
-            try:
-                await self.store.record_outcomes(batch)
-                break
-            except DatabaseError as exc:
-                if delay is None:
-                    raise
-                log.warning(
-                    "commit of %d results failed, retrying in %ss: %s", len(batch), delay, exc
-                )
-                await asyncio.sleep(delay)
+        await self.store.record_outcomes(batch)  # retried by the store through restarts
         self.on_committed(batch)

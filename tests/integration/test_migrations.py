@@ -72,5 +72,5 @@ def test_platepipe_db_upgrade_creates_the_schema(db_url, platepipe_env):
     done = platepipe("db", "upgrade", "--db", db_url, env=platepipe_env)
 
     assert done.returncode == 0, done.stderr
-    assert "revision 0001" in done.stdout
+    assert "revision 0002" in done.stdout
     assert schema_differences(db_url)[0] == []

@@ -10,6 +10,7 @@ import pytest
 
 from pipeline import scanner
 from pipeline.config import DEFAULT_INCLUDE
+from pipeline.outcomes import Found
 from pipeline.scanner import Filter, ScanStats, compile_globs, walk
 
 IMAGES = Filter(DEFAULT_INCLUDE)
@@ -25,7 +26,7 @@ def _write(path: Path, data: bytes = b"\xff\xd8\xff data") -> Path:
 def _paths(roots: list[Path], keep: Filter = IMAGES) -> tuple[set[str], ScanStats]:
     stats = ScanStats()
     found = list(walk([str(r) for r in roots], keep, stats))
-    paths = [path for path, _size, _mtime in found]
+    paths = [f.path for f in found]
     assert len(paths) == len(set(paths)), "a file was yielded twice"
     return set(paths), stats
 
@@ -133,7 +134,6 @@ def test_walk_finds_images_in_nested_and_oddly_named_folders(tree: Path) -> None
     }
     assert stats.files == len(paths)
     assert stats.unreadable_dirs == 0
-    assert stats.unencodable_names == 0
 
 
 def test_walk_yields_absolute_paths_with_size_and_mtime(
@@ -142,7 +142,7 @@ def test_walk_yields_absolute_paths_with_size_and_mtime(
     os.utime(tree / "a.jpg", (FIXED_MTIME, FIXED_MTIME))
     monkeypatch.chdir(tree.parent)
 
-    found = {path: (size, mtime) for path, size, mtime in walk(["root"], IMAGES, ScanStats())}
+    found = {f.path: (f.size, f.mtime) for f in walk(["root"], IMAGES, ScanStats())}
 
     assert all(os.path.isabs(path) for path in found)
     assert found[str(tree / "a.jpg")] == (10, FIXED_MTIME)
@@ -177,7 +177,7 @@ def test_walk_does_not_follow_symlinked_folders(tmp_path: Path) -> None:
     # Bounded, so a walk that does follow the loops fails here instead of running for minutes.
     found = list(islice(walk([str(root)], IMAGES, stats), 10))
 
-    assert [path for path, _, _ in found] == [str(root / "sub" / "a.jpg")]
+    assert [f.path for f in found] == [str(root / "sub" / "a.jpg")]
     assert stats.files == 1
 
 
@@ -189,31 +189,47 @@ def test_walk_follows_symlinked_files(tmp_path: Path) -> None:
 
     found = list(walk([str(root)], IMAGES, ScanStats()))
 
-    assert [(path, size) for path, size, _ in found] == [(str(root / "link.jpg"), 123)]
+    assert [(f.path, f.size) for f in found] == [(str(root / "link.jpg"), 123)]
 
 
-def test_walk_skips_broken_symlinks(tmp_path: Path) -> None:
+def test_walk_yields_broken_and_looping_symlinks_so_their_items_say_why(tmp_path: Path) -> None:
     _write(tmp_path / "ok.jpg")
     os.symlink(tmp_path / "gone.jpg", tmp_path / "broken.jpg")
+    os.symlink(tmp_path / "self.jpg", tmp_path / "self.jpg")
 
-    paths, stats = _paths([tmp_path])
+    found = {f.path: f for f in walk([str(tmp_path)], IMAGES, ScanStats())}
+
+    assert set(found) == {str(tmp_path / n) for n in ("ok.jpg", "broken.jpg", "self.jpg")}
+    assert (found[str(tmp_path / "broken.jpg")].size, found[str(tmp_path / "self.jpg")].size) == (
+        0,
+        0,
+    )
+
+
+def test_walk_passes_over_fifos(tmp_path: Path) -> None:
+    _write(tmp_path / "ok.jpg")
+    os.mkfifo(tmp_path / "pipe.jpg")
+
+    paths, _ = _paths([tmp_path])
 
     assert paths == {str(tmp_path / "ok.jpg")}
-    assert stats.files == 1
 
 
-def test_walk_skips_names_that_are_not_utf8(tmp_path: Path) -> None:
+def test_walk_keeps_names_that_are_not_utf8_with_their_bytes(tmp_path: Path) -> None:
     _write(tmp_path / "good.jpg")
-    fd = os.open(
-        os.path.join(os.fsencode(str(tmp_path)), b"bad\xff.jpg"), os.O_CREAT | os.O_WRONLY, 0o644
-    )
+    raw = os.path.join(os.fsencode(str(tmp_path)), b"bad\xff.jpg")
+    fd = os.open(raw, os.O_CREAT | os.O_WRONLY, 0o644)
+    os.write(fd, b"\xff\xd8\xff")
     os.close(fd)
 
-    paths, stats = _paths([tmp_path])
+    found = {f.path: f for f in walk([str(tmp_path)], IMAGES, ScanStats())}
 
-    assert paths == {str(tmp_path / "good.jpg")}
-    assert stats.unencodable_names == 1
-    assert stats.files == 1
+    shown = str(tmp_path / "bad\\xff.jpg")
+    assert set(found) == {str(tmp_path / "good.jpg"), shown}
+    assert found[shown].raw_path == raw
+    assert found[shown].size == 3
+    assert found[str(tmp_path / "good.jpg")].raw_path is None
+    shown.encode("utf-8")  # storable as text
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can list a chmod 000 folder")
@@ -260,7 +276,7 @@ def test_walk_of_a_single_file_root_yields_that_file(tmp_path: Path) -> None:
 
     found = list(walk([str(image)], IMAGES, stats))
 
-    assert found == [(str(image), 8, FIXED_MTIME)]
+    assert found == [Found(str(image), 8, FIXED_MTIME)]
     assert stats.files == 1
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from pipeline import workers
 from pipeline.outcomes import Answer, Kind, Plate, Recognition
+from pipeline.pacing import RateGovernor
 from pipeline.store import ClaimedItem, utcnow
 from pipeline.workers import (
     JPEG_MAGIC,
@@ -19,7 +20,6 @@ from pipeline.workers import (
     PNG_MAGIC,
     UNKNOWN_CODE_MAX_ATTEMPTS,
     RetryPolicy,
-    make_limiter,
     read_checked,
     sniff_type,
 )
@@ -150,7 +150,7 @@ async def test_read_checked_reports_an_unreadable_file(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("attempts", [0, 3, MAX_ATTEMPTS + 2])
 def test_done_records_the_recognition(attempts: int) -> None:
-    outcome = POLICY.outcome(_item(attempts), _answer(Kind.DONE, "0", "SUCCESS"))
+    outcome = POLICY.outcome(_item(attempts), _answer(Kind.DONE, "0", "SUCCESS"), NOW)
 
     assert outcome.item_id == 42
     assert outcome.status == "done"
@@ -158,12 +158,12 @@ def test_done_records_the_recognition(attempts: int) -> None:
     assert outcome.recognition is RECOGNITION
     assert outcome.error_code is None
     assert outcome.next_attempt_at is None
-    assert outcome.latency_ms == 250
-    assert outcome.called is True
+    assert outcome.call.answer.latency_s == 0.25
+    assert (outcome.call.started_at, outcome.call.result) == (NOW, "done")
 
 
 def test_permanent_fails_at_the_first_attempt() -> None:
-    outcome = POLICY.outcome(_item(0), _answer(Kind.PERMANENT, "4000002", "invalid file"))
+    outcome = POLICY.outcome(_item(0), _answer(Kind.PERMANENT, "4000002", "invalid file"), NOW)
 
     assert outcome.status == "failed"
     assert outcome.attempts == 1
@@ -171,14 +171,14 @@ def test_permanent_fails_at_the_first_attempt() -> None:
     assert outcome.error_message == "invalid file"
     assert outcome.next_attempt_at is None
     assert outcome.recognition is None
-    assert outcome.called is True
+    assert outcome.call.result == "failed"
 
 
 @pytest.mark.parametrize("previous", range(MAX_ATTEMPTS - 1))
 def test_retry_below_max_attempts_is_pending_with_backoff(previous: int) -> None:
     before = utcnow()
 
-    outcome = POLICY.outcome(_item(previous), _answer(Kind.RETRY, "http_502", "bad gateway"))
+    outcome = POLICY.outcome(_item(previous), _answer(Kind.RETRY, "http_502", "bad gateway"), NOW)
 
     after = utcnow()
     attempts = previous + 1
@@ -189,11 +189,11 @@ def test_retry_below_max_attempts_is_pending_with_backoff(previous: int) -> None
     assert outcome.error_message == "bad gateway"
     assert outcome.next_attempt_at is not None
     assert before <= outcome.next_attempt_at <= after + ceiling
-    assert outcome.called is True
+    assert outcome.call.result == "retry"
 
 
 def test_retry_at_max_attempts_fails() -> None:
-    outcome = POLICY.outcome(_item(MAX_ATTEMPTS - 1), _answer(Kind.RETRY, "timeout", "slow"))
+    outcome = POLICY.outcome(_item(MAX_ATTEMPTS - 1), _answer(Kind.RETRY, "timeout", "slow"), NOW)
 
     assert outcome.status == "failed"
     assert outcome.attempts == MAX_ATTEMPTS
@@ -203,7 +203,7 @@ def test_retry_at_max_attempts_fails() -> None:
 
 def test_retry_past_max_attempts_fails() -> None:
     # `retry` may put back an item that already used its attempts: one more try, then failed.
-    outcome = POLICY.outcome(_item(MAX_ATTEMPTS + 3), _answer(Kind.RETRY, "http_503"))
+    outcome = POLICY.outcome(_item(MAX_ATTEMPTS + 3), _answer(Kind.RETRY, "http_503"), NOW)
 
     assert outcome.status == "failed"
     assert outcome.attempts == MAX_ATTEMPTS + 4
@@ -213,8 +213,8 @@ def test_unknown_codes_are_capped_below_max_attempts() -> None:
     assert UNKNOWN_CODE_MAX_ATTEMPTS < MAX_ATTEMPTS
     unknown = _answer(Kind.UNKNOWN, "1234567", "what is this")
 
-    before_cap = POLICY.outcome(_item(UNKNOWN_CODE_MAX_ATTEMPTS - 2), unknown)
-    at_cap = POLICY.outcome(_item(UNKNOWN_CODE_MAX_ATTEMPTS - 1), unknown)
+    before_cap = POLICY.outcome(_item(UNKNOWN_CODE_MAX_ATTEMPTS - 2), unknown, NOW)
+    at_cap = POLICY.outcome(_item(UNKNOWN_CODE_MAX_ATTEMPTS - 1), unknown, NOW)
 
     assert before_cap.status == "pending"
     assert before_cap.next_attempt_at is not None
@@ -227,19 +227,47 @@ def test_unknown_codes_are_capped_below_max_attempts() -> None:
 def test_unknown_codes_respect_a_lower_max_attempts() -> None:
     policy = RetryPolicy(1, BACKOFF_BASE_S, BACKOFF_CAP_S)
 
-    outcome = policy.outcome(_item(0), _answer(Kind.UNKNOWN, "1234567"))
+    outcome = policy.outcome(_item(0), _answer(Kind.UNKNOWN, "1234567"), NOW)
 
     assert outcome.status == "failed"
 
 
 @pytest.mark.parametrize("attempts", [0, 2])
 def test_fatal_leaves_the_item_pending_and_untouched(attempts: int) -> None:
-    outcome = POLICY.outcome(_item(attempts), _answer(Kind.FATAL, "4010001", "bad key"))
+    outcome = POLICY.outcome(_item(attempts), _answer(Kind.FATAL, "4010001", "bad key"), NOW)
 
     assert outcome.status == "pending"
     assert outcome.attempts == attempts
     assert outcome.next_attempt_at is None
     assert outcome.recognition is None
+    assert outcome.call.result == "fatal"
+
+
+@pytest.mark.parametrize("attempts", [0, MAX_ATTEMPTS - 1, MAX_ATTEMPTS + 2])
+def test_a_failure_during_an_outage_costs_the_item_no_attempt(attempts: int) -> None:
+    answer = _answer(Kind.RETRY, "connection", "refused")
+
+    outcome = POLICY.outcome(_item(attempts), answer, NOW, outage=True)
+
+    assert outcome.status == "pending"
+    assert outcome.attempts == attempts
+    assert outcome.next_attempt_at is None
+    assert outcome.call.result == "paused"
+
+
+def test_a_permanent_answer_during_an_outage_still_fails() -> None:
+    outcome = POLICY.outcome(_item(0), _answer(Kind.PERMANENT, "4000003"), NOW, outage=True)
+
+    assert outcome.status == "failed"
+
+
+def test_our_own_errors_back_off_and_fail_in_the_end() -> None:
+    retried = POLICY.after_error(_item(0), "KeyError('x')")
+    given_up = POLICY.after_error(_item(MAX_ATTEMPTS - 1), "KeyError('x')")
+
+    assert (retried.status, retried.attempts, retried.error_code) == ("pending", 1, "internal")
+    assert retried.next_attempt_at is not None
+    assert (given_up.status, given_up.error_code) == ("failed", "internal")
 
 
 # --- RetryPolicy.next_attempt_at ------------------------------------------------------------
@@ -276,17 +304,16 @@ def test_next_attempt_at_survives_a_huge_attempt_count() -> None:
     assert NOW <= at <= NOW + timedelta(seconds=BACKOFF_CAP_S)
 
 
-# --- make_limiter ---------------------------------------------------------------------------
+# --- the rate ceiling -----------------------------------------------------------------------
 
 
-async def test_limiter_spaces_calls_from_the_first_with_no_burst() -> None:
+async def test_the_governor_spaces_calls_from_the_first_with_no_burst() -> None:
     # 10/s: 11 calls need 10 full intervals if there is no start-up burst.
-    limiter = make_limiter(10)
+    governor = RateGovernor(10)
     started = time.monotonic()
 
     for _ in range(11):
-        async with limiter:
-            pass
+        await governor.acquire()
 
     elapsed = time.monotonic() - started
     assert elapsed >= 0.85

@@ -1,0 +1,162 @@
+"""When the pool may send: the rate ceiling, slowing down when the API says so, and outages.
+
+- `RateGovernor`: never faster than `--rate` (one aiolimiter bucket of a single request, so
+  not even a start-up burst); when the API refuses for its call limit (4000006, HTTP 429) the
+  whole pool slows down: the rate halves (at most once a second, since one overshoot draws many
+  refusals at once), then recovers additively; a Retry-After pauses every worker at least that
+  long.
+- `Breaker`: when every call fails the way an outage does (refused connections, timeouts,
+  gateway 5xx), the pool stops sending and probes with one call at a time instead of burning
+  every item's attempts; when the outage lasts longer than `max_outage_s`, the run ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from aiolimiter import AsyncLimiter
+
+from pipeline.config import DEFAULT_MAX_OUTAGE_S
+from pipeline.outcomes import Answer, Kind
+
+log = logging.getLogger(__name__)
+
+DECREASE_COOLDOWN_S = 1.0  # the API's limit is per second: one halving per overshoot
+RECOVER_FRACTION_PER_S = 0.05  # additive increase: 5 % of the ceiling per quiet second
+MIN_RATE_PER_S = 0.2
+THROTTLE_CODES = frozenset({"4000006", "http_429"})
+
+OUTAGE_CODES_PREFIXES = ("connection", "timeout", "http_5", "client_error")
+OUTAGE_AFTER_FAILURES = 8  # consecutive outage-like answers across the pool
+PROBE_EVERY_S = (1.0, 2.0, 5.0, 10.0, 30.0)  # growing pause between probes while open
+
+
+def is_throttle(answer: Answer) -> bool:
+    return answer.code in THROTTLE_CODES
+
+
+def is_outage(answer: Answer) -> bool:
+    return answer.kind is Kind.RETRY and answer.code.startswith(OUTAGE_CODES_PREFIXES)
+
+
+class RateGovernor:
+    def __init__(self, ceiling_per_s: float) -> None:
+        self.ceiling_per_s = ceiling_per_s
+        self.current_per_s = ceiling_per_s
+        self._limiter = AsyncLimiter(1, 1.0 / ceiling_per_s)
+        self._next_slot = 0.0
+        self._paused_until = 0.0
+        self._last_decrease = -DECREASE_COOLDOWN_S
+        self._last_recover = 0.0
+        self.throttled = 0  # how many times the pool was slowed down
+
+    async def acquire(self) -> None:
+        """Wait for this worker's turn to send one request."""
+        while (pause := self._paused_until - time.monotonic()) > 0:
+            await asyncio.sleep(pause)
+        self._recover()
+        if self.current_per_s < self.ceiling_per_s:
+            # Throttled: space requests at the reduced rate, reserving slots in arrival order.
+            now = time.monotonic()
+            slot = max(self._next_slot, now)
+            self._next_slot = slot + 1.0 / self.current_per_s
+            if slot > now:
+                await asyncio.sleep(slot - now)
+        await self._limiter.acquire()
+
+    def on_answer(self, answer: Answer) -> None:
+        if not is_throttle(answer):
+            return
+        now = time.monotonic()
+        if answer.retry_after_s:
+            self._paused_until = max(self._paused_until, now + answer.retry_after_s)
+        if now - self._last_decrease < DECREASE_COOLDOWN_S:
+            return
+        self._recover()
+        self.current_per_s = max(self.current_per_s / 2, min(MIN_RATE_PER_S, self.ceiling_per_s))
+        self._last_decrease = now
+        self.throttled += 1
+        log.warning("the API's call limit was hit: slowing to %.1f requests/s", self.current_per_s)
+
+    def _recover(self) -> None:
+        """Additive increase: from a second after the last halving, 5 % of the ceiling a second."""
+        if self.current_per_s >= self.ceiling_per_s:
+            return
+        now = time.monotonic()
+        quiet_s = now - max(self._last_decrease + DECREASE_COOLDOWN_S, self._last_recover)
+        if quiet_s > 0:
+            step = self.ceiling_per_s * RECOVER_FRACTION_PER_S * quiet_s
+            self.current_per_s = min(self.ceiling_per_s, self.current_per_s + step)
+            self._last_recover = now
+
+
+class OutageTooLong(Exception):
+    """The API has been unreachable for longer than the run may wait."""
+
+
+class Breaker:
+    """Opens after a run of outage-like answers; then one probe call at a time, spaced out."""
+
+    def __init__(self, max_outage_s: float = DEFAULT_MAX_OUTAGE_S) -> None:
+        self.max_outage_s = max_outage_s
+        self.outages = 0  # how many times it opened
+        self._failures = 0
+        self._opened_at: float | None = None
+        self._probes = 0
+        self._probing = False
+        self._aborted = False
+        self._closed = asyncio.Event()
+        self._closed.set()
+
+    @property
+    def is_open(self) -> bool:
+        return self._opened_at is not None
+
+    async def turn(self) -> bool:
+        """Wait until a call may go out; True when it is the outage's probe (then `end_probe`).
+
+        Raises OutageTooLong once the outage has lasted longer than `max_outage_s`.
+        """
+        while self._opened_at is not None and not self._aborted:
+            if self._probing:
+                self._closed.clear()
+                await self._closed.wait()
+                continue
+            outage_s = time.monotonic() - self._opened_at
+            if outage_s > self.max_outage_s:
+                raise OutageTooLong(f"the API has been unreachable for {outage_s:.0f}s")
+            self._probing = True
+            pause = PROBE_EVERY_S[min(self._probes, len(PROBE_EVERY_S) - 1)]
+            self._probes += 1
+            await asyncio.sleep(min(pause, self.max_outage_s - outage_s + 0.01))
+            if self._opened_at is None or self._aborted:
+                self.end_probe()
+                return False
+            return True
+        return False
+
+    def end_probe(self) -> None:
+        self._probing = False
+        self._closed.set()  # wake the waiters: one of them probes next, unless it closed
+
+    def abort(self) -> None:
+        """The run is stopping: let every waiter through (to put its item back)."""
+        self._aborted = True
+        self._closed.set()
+
+    def on_answer(self, answer: Answer) -> None:
+        if is_outage(answer):
+            self._failures += 1
+            if self._opened_at is None and self._failures >= OUTAGE_AFTER_FAILURES:
+                self._opened_at = time.monotonic()
+                self.outages += 1
+                log.warning("the API looks down (%s): pausing, probing with one call", answer.code)
+            return
+        if self._opened_at is not None:
+            log.warning("the API answers again: resuming")
+        self._failures = 0
+        self._opened_at = None
+        self._probes = 0
+        self._closed.set()
