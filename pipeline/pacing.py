@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 
@@ -106,7 +107,7 @@ class Breaker:
         self._opened_at: float | None = None
         self._probes = 0
         self._probing = False
-        self._aborted = False
+        self._aborted = asyncio.Event()
         self._closed = asyncio.Event()
         self._closed.set()
 
@@ -119,7 +120,7 @@ class Breaker:
 
         Raises OutageTooLong once the outage has lasted longer than `max_outage_s`.
         """
-        while self._opened_at is not None and not self._aborted:
+        while self._opened_at is not None and not self._aborted.is_set():
             if self._probing:
                 self._closed.clear()
                 await self._closed.wait()
@@ -130,8 +131,11 @@ class Breaker:
             self._probing = True
             pause = PROBE_EVERY_S[min(self._probes, len(PROBE_EVERY_S) - 1)]
             self._probes += 1
-            await asyncio.sleep(min(pause, self.max_outage_s - outage_s + 0.01))
-            if self._opened_at is None or self._aborted:
+            with contextlib.suppress(TimeoutError):  # a stop cuts the pause short
+                await asyncio.wait_for(
+                    self._aborted.wait(), min(pause, self.max_outage_s - outage_s + 0.01)
+                )
+            if self._opened_at is None or self._aborted.is_set():
                 self.end_probe()
                 return False
             return True
@@ -143,7 +147,7 @@ class Breaker:
 
     def abort(self) -> None:
         """The run is stopping: let every waiter through (to put its item back)."""
-        self._aborted = True
+        self._aborted.set()
         self._closed.set()
 
     def on_answer(self, answer: Answer) -> None:

@@ -1,0 +1,206 @@
+"""The pool's pacing: the rate ceiling, AIMD on the API's call limit, and the outage breaker."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from pipeline import pacing
+from pipeline.outcomes import Answer, Kind
+from pipeline.pacing import (
+    OUTAGE_AFTER_FAILURES,
+    Breaker,
+    OutageTooLong,
+    RateGovernor,
+    is_outage,
+    is_throttle,
+)
+
+
+def answer(kind: Kind, code: str, retry_after_s: float | None = None) -> Answer:
+    return Answer(kind, code, "", 0.01, 200, retry_after_s=retry_after_s)
+
+
+LIMIT = answer(Kind.RETRY, "4000006")
+OK = answer(Kind.DONE, "0")
+REFUSED = answer(Kind.RETRY, "connection")
+
+
+class Clock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    fake = Clock()
+    monkeypatch.setattr(pacing.time, "monotonic", fake)
+    return fake
+
+
+@pytest.mark.parametrize(
+    ("a", "throttle", "outage"),
+    [
+        (LIMIT, True, False),
+        (answer(Kind.RETRY, "http_429"), True, False),
+        (REFUSED, False, True),
+        (answer(Kind.RETRY, "timeout"), False, True),
+        (answer(Kind.RETRY, "http_502"), False, True),
+        (answer(Kind.RETRY, "5000001"), False, False),  # the API answered: it is up
+        (answer(Kind.PERMANENT, "4000002"), False, False),
+        (OK, False, False),
+    ],
+)
+def test_what_counts_as_throttling_and_as_an_outage(a: Answer, throttle: bool, outage: bool):
+    assert (is_throttle(a), is_outage(a)) == (throttle, outage)
+
+
+def test_a_call_limit_halves_the_rate_once_per_second(clock: Clock) -> None:
+    governor = RateGovernor(40)
+
+    for _ in range(10):  # one overshoot draws many refusals at once
+        governor.on_answer(LIMIT)
+
+    assert governor.current_per_s == 20
+    clock.now += 1.1
+    governor.on_answer(LIMIT)
+    assert governor.current_per_s == pytest.approx(10, abs=0.3)
+    assert governor.throttled == 2
+
+
+def test_the_rate_recovers_additively_up_to_the_ceiling(clock: Clock) -> None:
+    governor = RateGovernor(40)
+    governor.on_answer(LIMIT)
+    assert governor.current_per_s == 20
+
+    clock.now += 1.0  # the cooldown: no recovery yet
+    governor._recover()
+    assert governor.current_per_s == 20
+    clock.now += 2.0  # two quiet seconds: +5 % of 40 each
+    governor._recover()
+    assert governor.current_per_s == pytest.approx(24)
+    clock.now += 60
+    governor._recover()
+    assert governor.current_per_s == 40
+
+
+def test_answers_other_than_the_limit_leave_the_rate_alone(clock: Clock) -> None:
+    governor = RateGovernor(40)
+
+    for a in (OK, REFUSED, answer(Kind.RETRY, "5000001")):
+        governor.on_answer(a)
+
+    assert governor.current_per_s == 40
+
+
+def test_the_rate_never_drops_below_the_floor(clock: Clock) -> None:
+    governor = RateGovernor(1)
+
+    for _ in range(20):
+        clock.now += 2
+        governor.on_answer(LIMIT)
+
+    assert governor.current_per_s == pacing.MIN_RATE_PER_S
+
+
+async def test_a_throttled_pool_is_spaced_at_the_lower_rate() -> None:
+    governor = RateGovernor(100)
+    governor.on_answer(LIMIT)  # 50/s
+    governor.on_answer(LIMIT)  # within the cooldown: still 50/s
+    started = time.monotonic()
+
+    await asyncio.gather(*(governor.acquire() for _ in range(11)))
+
+    assert 0.18 <= time.monotonic() - started < 1.0  # 10 intervals of 20 ms, not of 10 ms
+
+
+async def test_retry_after_pauses_every_worker() -> None:
+    governor = RateGovernor(1000)
+    governor.on_answer(answer(Kind.RETRY, "http_429", retry_after_s=0.3))
+    started = time.monotonic()
+
+    await governor.acquire()
+
+    assert time.monotonic() - started >= 0.29
+
+
+async def test_the_breaker_stays_closed_through_scattered_failures() -> None:
+    breaker = Breaker()
+    for _ in range(OUTAGE_AFTER_FAILURES - 1):
+        breaker.on_answer(REFUSED)
+    breaker.on_answer(OK)
+    for _ in range(OUTAGE_AFTER_FAILURES - 1):
+        breaker.on_answer(REFUSED)
+
+    assert not breaker.is_open
+    assert await breaker.turn() is False
+
+
+async def test_an_open_breaker_lets_one_probe_out_and_holds_the_rest(monkeypatch) -> None:
+    monkeypatch.setattr(pacing, "PROBE_EVERY_S", (0.05,))
+    breaker = Breaker()
+    for _ in range(OUTAGE_AFTER_FAILURES):
+        breaker.on_answer(REFUSED)
+    assert breaker.is_open and breaker.outages == 1
+
+    turns = [asyncio.create_task(breaker.turn()) for _ in range(5)]
+    await asyncio.sleep(0.2)
+    finished = [t for t in turns if t.done()]
+    assert [t.result() for t in finished] == [True]  # one probe, the others wait
+
+    breaker.on_answer(OK)  # the probe got through: the service is back
+    breaker.end_probe()
+    results = await asyncio.gather(*turns)
+    assert sorted(results) == [False, False, False, False, True]
+    assert not breaker.is_open
+
+
+async def test_a_failed_probe_hands_over_to_the_next_one(monkeypatch) -> None:
+    monkeypatch.setattr(pacing, "PROBE_EVERY_S", (0.02,))
+    breaker = Breaker()
+    for _ in range(OUTAGE_AFTER_FAILURES):
+        breaker.on_answer(REFUSED)
+
+    first = await breaker.turn()
+    second = asyncio.create_task(breaker.turn())
+    await asyncio.sleep(0.05)
+    assert not second.done()
+    breaker.on_answer(REFUSED)
+    breaker.end_probe()
+
+    assert first is True
+    assert await asyncio.wait_for(second, 1) is True
+
+
+async def test_an_outage_past_the_limit_ends_the_wait(monkeypatch) -> None:
+    monkeypatch.setattr(pacing, "PROBE_EVERY_S", (0.05,))
+    breaker = Breaker(max_outage_s=0.1)
+    for _ in range(OUTAGE_AFTER_FAILURES):
+        breaker.on_answer(REFUSED)
+
+    assert await breaker.turn() is True  # a last probe, within the limit
+    breaker.on_answer(REFUSED)
+    breaker.end_probe()
+    await asyncio.sleep(0.1)
+    with pytest.raises(OutageTooLong):
+        await breaker.turn()
+
+
+async def test_abort_lets_every_waiter_through(monkeypatch) -> None:
+    monkeypatch.setattr(pacing, "PROBE_EVERY_S", (10.0,))
+    breaker = Breaker()
+    for _ in range(OUTAGE_AFTER_FAILURES):
+        breaker.on_answer(REFUSED)
+    turns = [asyncio.create_task(breaker.turn()) for _ in range(3)]
+    await asyncio.sleep(0.05)
+
+    breaker.abort()
+
+    assert await asyncio.wait_for(asyncio.gather(*turns), 1) == [False, False, False]
