@@ -8,6 +8,10 @@ inside it and to compute ``resolution``.
 It follows the real service where a client can tell the difference: the route, the
 ``Authorization`` header, the multipart field ``image``, HTTP 200 for every answer with the
 ``header`` envelope, the result codes and the order in which they are checked.
+
+For chaos and rate tests it can also misbehave on purpose, off by default: replace a fraction of
+answers with faults (gateway errors, dropped connections, bad JSON, slow answers, server-side
+result codes) and refuse calls above a call limit. That logic lives in ``emulator_faults``.
 """
 
 from __future__ import annotations
@@ -21,14 +25,28 @@ import json
 import os
 import random
 import signal
+import time
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from io import BytesIO
 from typing import Any
 
 import click
 from aiohttp import BodyPartReader, web
 from PIL import JpegImagePlugin, PngImagePlugin
+
+from pipeline.emulator_faults import (
+    DEFAULT_SLOW_SECONDS,
+    FAULT_KINDS,
+    JSON_FAULT_CODES,
+    SLOW,
+    FaultInjector,
+    PerSecondCounter,
+    SlidingWindowLimiter,
+    fault_options,
+    fault_response,
+)
 
 MAX_IMAGE_BYTES = 5 * 1024 * 1024
 # Room for the multipart boundaries and part headers around an image of exactly MAX_IMAGE_BYTES.
@@ -56,24 +74,33 @@ _HEADER_PARSERS = {"jpg": JpegImagePlugin.JpegImageFile, "png": PngImagePlugin.P
 # Camera image headers (EXIF and thumbnail included) fit here and parse inline in ~30 us; only
 # files whose size is not found in it are parsed again in full, in a thread.
 HEADER_PREFIX_BYTES = 64 * 1024
+# A file cut short has no end marker near its end, and the real service cannot decode it.
+END_MARKERS = {"jpg": b"\xff\xd9", "png": b"IEND"}
+END_MARKER_SEARCH_BYTES = 1024
 
 SUCCESS = 0
+UNKNOWN_ERROR = -1
 INVALID_PARAMETER = 4000001
 INVALID_FILE = 4000002
 INVALID_FILE_TYPE = 4000003
 EMPTY_FILE = 4000004
 HEADERS_MISSING = 4000005
+CALL_LIMIT_EXCEEDED = 4000006
 INVALID_KEYS = 4010001
 TOO_LARGE = 4131000
+SERVER_ERROR = 5000001
 RESULT_MESSAGES = {
     SUCCESS: "SUCCESS",
+    UNKNOWN_ERROR: "unknown error",
     INVALID_PARAMETER: "invalid parameter",
     INVALID_FILE: "invalid file",
     INVALID_FILE_TYPE: "invalid file type",
     EMPTY_FILE: "uploaded file is empty",
     HEADERS_MISSING: "required headers missing",
+    CALL_LIMIT_EXCEEDED: "API call limit exceeded",
     INVALID_KEYS: "invalid appKey or secretKey",
     TOO_LARGE: "request larger than 5 MB",
+    SERVER_ERROR: "internal server error",
 }
 
 # Plates as readable Hangul, not \uXXXX escapes, for whoever looks with curl.
@@ -134,13 +161,39 @@ class EmulatorStats:
     """Server-side accounting, so tests and benchmarks can check what the client really sent."""
 
     record: bool = False
-    calls: int = 0
+    calls: int = 0  # every POST, whatever its answer
     in_flight: int = 0
     max_in_flight: int = 0
+    # The resultCode of every NHN JSON answer, faults included; faults without one are in faults.
     by_code: Counter[int] = field(default_factory=Counter)
+    faults: Counter[str] = field(default_factory=Counter)
+    rate_limited: int = 0
+    # Calls past the credential check and the call limit, per whole second since make_app.
+    admitted: PerSecondCounter = field(default_factory=lambda: PerSecondCounter(time.monotonic()))
     # Only filled when record=True: they grow with the number of distinct images.
     by_sha256: Counter[str] = field(default_factory=Counter)
     answers: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def admitted_per_second(self) -> list[int]:
+        """Oldest first, at most the last hour; the last entry is the second still running."""
+        return self.admitted.counts(time.monotonic())
+
+    def count(self, decision: _Decision, answer: dict[str, Any] | None, arrived: float) -> None:
+        if answer is not None:
+            self.by_code[answer["header"]["resultCode"]] += 1
+        if decision.fault is not None:
+            self.faults[decision.fault] += 1
+        if decision.rate_limited:
+            self.rate_limited += 1
+        if decision.admitted:
+            self.admitted.add(arrived)
+        if self.record and decision.image_sha256 is not None:
+            self.by_sha256[decision.image_sha256] += 1
+            # Real answers are fixed by the image, so the last success is the only success; a
+            # fault or a refusal must not stand in for it.
+            if answer is not None and answer["header"]["isSuccessful"]:
+                self.answers[decision.image_sha256] = answer
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -148,6 +201,9 @@ class EmulatorStats:
             "in_flight": self.in_flight,
             "max_in_flight": self.max_in_flight,
             "by_code": {str(code): n for code, n in sorted(self.by_code.items())},
+            "faults": {kind: self.faults[kind] for kind in FAULT_KINDS if kind in self.faults},
+            "rate_limited": self.rate_limited,
+            "admitted_per_second": self.admitted_per_second,
             "record": self.record,
             "by_sha256": dict(self.by_sha256),
             "answers": self.answers,
@@ -165,48 +221,72 @@ class _Rejected(Exception):
 
 @dataclass(frozen=True)
 class _Decision:
-    code: int
+    code: int | None  # None: a fault that sends no NHN answer at all
     result: dict[str, Any] | None = None
     image_sha256: str | None = None
+    admitted: bool = False  # passed the credential check and the call limit
+    rate_limited: bool = False
+    fault: str | None = None  # replaces the answer, or for "slow" delays it
+
+    def answer(self) -> dict[str, Any] | None:
+        """The NHN JSON answer, or None when the wire gets something else."""
+        if self.code is None:
+            return None
+        header = {
+            "isSuccessful": self.code == SUCCESS,
+            "resultCode": self.code,
+            "resultMessage": RESULT_MESSAGES[self.code],
+        }
+        answer: dict[str, Any] = {"header": header}
+        if self.result is not None:
+            answer["result"] = self.result
+        return answer
 
 
 class _VehiclePlateEndpoint:
     def __init__(
-        self, app_key: str, secret_key: str, latency: tuple[float, float], record: bool
+        self,
+        app_key: str,
+        secret_key: str,
+        *,
+        latency: tuple[float, float],
+        record: bool,
+        limiter: SlidingWindowLimiter,
+        injector: FaultInjector,
+        slow_seconds: float,
     ) -> None:
         self._app_key = app_key.encode("utf-8", "surrogateescape")
         self._secret_key = secret_key.encode("utf-8", "surrogateescape")
         self._latency = latency
         self._record = record
+        self._limiter = limiter
+        self._injector = injector
+        self._slow_seconds = slow_seconds
 
     async def handle(self, request: web.Request) -> web.Response:
         stats = request.app[STATS_KEY]
+        arrived = time.monotonic()
         stats.calls += 1
         stats.in_flight += 1
         stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
         try:
-            decision = await self.decide(request)
-            header = {
-                "isSuccessful": decision.code == SUCCESS,
-                "resultCode": decision.code,
-                "resultMessage": RESULT_MESSAGES[decision.code],
-            }
-            answer: dict[str, Any] = {"header": header}
-            if decision.result is not None:
-                answer["result"] = decision.result
-            stats.by_code[decision.code] += 1
-            if self._record and decision.image_sha256 is not None:
-                stats.by_sha256[decision.image_sha256] += 1
-                stats.answers[decision.image_sha256] = answer
+            decision = await self.decide(request, arrived)
+            answer = decision.answer()
+            stats.count(decision, answer, arrived)
             low, high = self._latency
             if high > 0:
                 await asyncio.sleep(_latency_random.uniform(low, high))
+            if answer is None:
+                assert decision.fault is not None
+                return fault_response(request, decision.fault)
+            if decision.fault == SLOW:
+                await asyncio.sleep(self._slow_seconds)
             return web.json_response(answer, dumps=_dumps)
         finally:
             stats.in_flight -= 1
 
-    async def decide(self, request: web.Request) -> _Decision:
-        """The one place an answer is chosen: fault injection and rate limits belong here."""
+    async def decide(self, request: web.Request, arrived: float) -> _Decision:
+        """The one place an answer is chosen, in the order the real service checks a call."""
         authorization = request.headers.get("Authorization")
         if authorization is None:
             return _Decision(HEADERS_MISSING)
@@ -218,6 +298,20 @@ class _VehiclePlateEndpoint:
         )
         if not (key_ok and secret_ok):
             return _Decision(INVALID_KEYS)
+        # Counted from arrival, as a gateway would, but the upload is still read: by_sha256
+        # counts every call an image cost, refused or faulted.
+        admitted = self._limiter.admit(arrived)
+        real = await self._answer_upload(request)
+        if not admitted:
+            return replace(real, code=CALL_LIMIT_EXCEEDED, result=None, rate_limited=True)
+        fault = self._injector.pick()
+        if fault is None or fault == SLOW:
+            return replace(real, admitted=True, fault=fault)
+        code = JSON_FAULT_CODES.get(fault)  # None for the faults that send no NHN answer
+        return replace(real, code=code, result=None, admitted=True, fault=fault)
+
+    async def _answer_upload(self, request: web.Request) -> _Decision:
+        """The real service's answer to the upload, once the credentials are known to be good."""
         length = request.content_length
         if length is not None and length > MAX_IMAGE_BYTES + MULTIPART_ALLOWANCE_BYTES:
             return _Decision(TOO_LARGE)
@@ -234,6 +328,8 @@ class _VehiclePlateEndpoint:
         )
         if file_type is None:
             return _Decision(INVALID_FILE_TYPE, image_sha256=sha)
+        if END_MARKERS[file_type] not in data[-END_MARKER_SEARCH_BYTES:]:
+            return _Decision(INVALID_FILE, image_sha256=sha)
         size = _read_size(data[:HEADER_PREFIX_BYTES], file_type)
         if size is None and len(data) > HEADER_PREFIX_BYTES:
             # Pillow scans a damaged JPEG byte by byte (seconds for 5 MB): keep that off the loop.
@@ -283,30 +379,48 @@ def make_app(
     *,
     latency: tuple[float, float] = (0.0, 0.0),
     record: bool = False,
+    fault_rate: float = 0.0,
+    faults: str | Iterable[str] = FAULT_KINDS,
+    seed: int | None = None,
+    slow_seconds: float = DEFAULT_SLOW_SECONDS,
+    rate_limit: int = 0,
 ) -> web.Application:
-    """Build the emulator application; its accounting is ``app[STATS_KEY]``."""
+    """Build the emulator application; its accounting is ``app[STATS_KEY]``.
+
+    ``fault_rate`` of the calls that pass the credential check get one of the ``faults`` kinds
+    (see ``emulator_faults``) instead of their answer, drawn from ``random.Random(seed)``.
+    ``rate_limit`` > 0 answers 4000006 to a call that would make more than that many admitted
+    calls within one second. Both are off by default.
+    """
     low, high = latency
     if not 0 <= low <= high:
         raise ValueError(f"latency must be 0 <= low <= high, got {latency!r}")
+    if not slow_seconds >= 0:
+        raise ValueError(f"slow_seconds must be >= 0, got {slow_seconds!r}")
     app = web.Application(client_max_size=CLIENT_MAX_SIZE_BYTES)
     app[STATS_KEY] = EmulatorStats(record=record)
-    endpoint = _VehiclePlateEndpoint(app_key, secret_key, (low, high), record)
+    endpoint = _VehiclePlateEndpoint(
+        app_key,
+        secret_key,
+        latency=(low, high),
+        record=record,
+        limiter=SlidingWindowLimiter(rate_limit),
+        injector=FaultInjector(fault_rate, faults, seed),
+        slow_seconds=slow_seconds,
+    )
     app.router.add_post(ENDPOINT_PATH, endpoint.handle)
     app.router.add_get(STATS_PATH, _stats)
     return app
 
 
 async def start_emulator(
-    host: str = DEFAULT_HOST,
-    port: int = 0,
-    *,
-    app_key: str,
-    secret_key: str,
-    latency: tuple[float, float] = (0.0, 0.0),
-    record: bool = False,
+    host: str = DEFAULT_HOST, port: int = 0, *, app_key: str, secret_key: str, **options: Any
 ) -> tuple[web.AppRunner, str]:
-    """Serve the emulator in the running loop; return the runner (to ``cleanup()``) and base URL."""
-    app = make_app(app_key, secret_key, latency=latency, record=record)
+    """Serve the emulator in the running loop; return the runner (to ``cleanup()``) and base URL.
+
+    ``options`` are ``make_app``'s keyword arguments: latency, record, fault_rate, faults, ...
+    """
+    app = make_app(app_key, secret_key, **options)
     runner = web.AppRunner(app, shutdown_timeout=SHUTDOWN_GRACE_SECONDS)
     await runner.setup()
     try:
@@ -331,13 +445,9 @@ def _parse_latency(ctx: click.Context, param: click.Parameter, value: str) -> tu
     return low, high
 
 
-async def _serve(
-    host: str, port: int, app_key: str, secret_key: str, latency: tuple[float, float], record: bool
-) -> None:
+async def _serve(host: str, port: int, app_options: dict[str, Any]) -> None:
     try:
-        runner, url = await start_emulator(
-            host, port, app_key=app_key, secret_key=secret_key, latency=latency, record=record
-        )
+        runner, url = await start_emulator(host, port, **app_options)
     except OSError as exc:  # address in use, unknown host
         # asyncio's bind message repeats the address; the errno text alone reads better.
         reason = os.strerror(exc.errno) if exc.errno and exc.errno > 0 else exc.strerror or exc
@@ -392,8 +502,15 @@ async def _serve(
     show_default=True,
     help="Keep per-image call counts and last answers (GET /_emulator/stats).",
 )
+@fault_options
 def emulator_command(
-    host: str, port: int, app_key: str, secret_key: str, latency: tuple[float, float], record: bool
+    host: str,
+    port: int,
+    app_key: str,
+    secret_key: str,
+    latency: tuple[float, float],
+    record: bool,
+    **fault_options: Any,
 ) -> None:
     """Serve the NHN Vehicle Plate OCR endpoint locally, for dry runs and tests.
 
@@ -401,10 +518,18 @@ def emulator_command(
     (the same file always gets the same answer). Only the image size is read, for the boxes and
     the resolution. Counters are at GET /_emulator/stats.
 
+    For chaos and rate tests it can misbehave on purpose: --fault-rate replaces that fraction
+    of answers with faults, --rate-limit refuses calls above a call limit as NHN does.
+
     \b
-    Example:
+    Examples:
         platepipe emulator --port 8089 --latency 0.05-0.15
         curl -X POST http://127.0.0.1:8089/v1.0/appkeys/demo-app-key/vehicle-plate \\
             -F 'image=@sample.png' -H 'Authorization: demo-secret-key'
+        platepipe emulator --fault-rate 0.25 --rate-limit 40 --latency 0.05-0.15
+        platepipe emulator --fault-rate 0.1 --faults http_502,drop,slow --slow-seconds 30 --seed 7
     """
-    asyncio.run(_serve(host, port, app_key, secret_key, latency, record))
+    app_options = dict(
+        app_key=app_key, secret_key=secret_key, latency=latency, record=record, **fault_options
+    )
+    asyncio.run(_serve(host, port, app_options))

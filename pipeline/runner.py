@@ -100,8 +100,8 @@ class _Run:
 async def run_job(settings: RunSettings, store: Store) -> RunReport:
     """Run the job in `settings` to its end (or an early stop) and report what happened."""
     started = time.monotonic()
+    store.ride_out_s = DB_RIDE_OUT_S  # connected: from now on, wait out database restarts
     job = await store.ensure_job(settings.job, create=bool(settings.roots))
-    store.ride_out_s = DB_RIDE_OUT_S
     run = _Run(settings, store, job, breaker=Breaker(settings.max_outage_s))
     await store.register_worker(job, run.worker_id, exclusive=True)
     try:

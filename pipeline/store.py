@@ -170,6 +170,7 @@ class Store:
 
     # -- jobs ---------------------------------------------------------------------------------
 
+    @_retried
     async def find_job(self, name: str) -> Job | None:
         async with self._begin(writes=False) as connection:
             row = (
@@ -177,6 +178,7 @@ class Store:
             ).first()
         return Job(row.id, row.name) if row else None
 
+    @_retried
     async def ensure_job(self, name: str, *, create: bool) -> Job:
         """The job called `name`; created when `create`, else JobNotFoundError if absent."""
         if create:
@@ -194,6 +196,7 @@ class Store:
 
     # -- workers ------------------------------------------------------------------------------
 
+    @_retried
     async def register_worker(self, job: Job, worker_id: str, *, exclusive: bool) -> None:
         """Record this process as working on `job`, after clearing workers that are dead.
 
@@ -416,6 +419,7 @@ class Store:
 
     # -- reading ------------------------------------------------------------------------------
 
+    @_retried
     async def summaries(self, job_name: str | None = None) -> list[JobSummary]:
         """Counts per status and error code for one job or all, newest job last."""
         job_filter = [] if job_name is None else [jobs.c.name == job_name]

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import io
+import json
 import os
-import random
 import re
 import signal
 import socket
 import sys
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -22,17 +24,17 @@ from PIL import Image
 
 from pipeline.emulator import (
     MAX_IMAGE_BYTES,
-    PLATE_SYLLABLES,
     STATS_KEY,
     EmulatorStats,
     emulator_command,
+    make_app,
     start_emulator,
     synthetic_result,
 )
+from tests.support.corpus import make_corpus
 
 APP_KEY = "test-app-key"
 SECRET_KEY = "test-secret-9f2c41"
-PLATE_RE = re.compile(r"^\d{2,3}[가-힣]\d{4}$")
 SUBPROCESS_TIMEOUT_SECONDS = 10.0
 
 Post = Callable[..., Awaitable[dict[str, Any]]]
@@ -117,38 +119,6 @@ def code(answer: dict[str, Any]) -> int:
     return answer["header"]["resultCode"]
 
 
-def test_synthetic_results_look_like_plates_inside_the_image() -> None:
-    rng = random.Random(7)
-    counts = [0] * 4
-    for _ in range(2000):
-        data = rng.randbytes(rng.randrange(1, 64))
-        width, height = rng.randrange(1, 4000), rng.randrange(1, 4000)
-        result = synthetic_result(data, width, height, "png")
-        assert result == synthetic_result(data, width, height, "png")
-        assert len(result["values"]) == len(result["boxes"])
-        counts[len(result["values"])] += 1
-        for value in result["values"]:
-            assert PLATE_RE.match(value["value"]), value
-            assert re.sub(r"\d", "", value["value"]) in PLATE_SYLLABLES
-            assert 0.30 <= value["conf"] <= 0.99
-            assert round(value["conf"], 4) == value["conf"]
-        for box in result["boxes"]:
-            assert all(isinstance(v, int) for v in box.values())
-            for corner in (1, 2, 3, 4):
-                assert 0 <= box[f"x{corner}"] < width and 0 <= box[f"y{corner}"] < height
-            assert box["x1"] == box["x4"] <= box["x2"] == box["x3"]
-            assert box["y1"] <= box["y4"] and box["y2"] <= box["y3"]
-    assert all(350 < n < 650 for n in counts), counts  # about a quarter each, none included
-
-
-@pytest.mark.parametrize(
-    ("size", "resolution"),
-    [((1280, 720), "normal"), ((720, 1280), "normal"), ((1279, 720), "low"), ((4000, 719), "low")],
-)
-def test_resolution_follows_hd_threshold(size: tuple[int, int], resolution: str) -> None:
-    assert synthetic_result(b"x", *size, "jpg")["resolution"] == resolution
-
-
 async def test_success_is_deterministic_and_matches_synthetic_result(
     post: Post, jpeg_hd: bytes, png_small: bytes
 ) -> None:
@@ -218,8 +188,8 @@ async def test_header_beyond_the_first_64_kib_is_still_read(post: Post, tmp_path
 
 
 async def test_a_slow_damaged_file_does_not_stall_other_calls(post: Post, png_small: bytes) -> None:
-    # Pillow scans this byte by byte for about half a second.
-    damaged = asyncio.ensure_future(post(b"\xff\xd8\xff" + b"\xff" * 1024 * 1024))
+    # Pillow scans this byte by byte for about half a second; the end marker gets it that far.
+    damaged = asyncio.ensure_future(post(b"\xff\xd8\xff" + b"\xff" * 1024 * 1024 + b"\xff\xd9"))
     await asyncio.sleep(0.05)  # let the damaged upload reach the server first
     small = asyncio.ensure_future(post(png_small))
     done, _ = await asyncio.wait({damaged, small}, return_when=asyncio.FIRST_COMPLETED)
@@ -310,6 +280,11 @@ def test_help_explains_the_emulator_and_hides_the_secret() -> None:
     assert result.exit_code == 0
     assert "does not read images" in result.output
     assert "platepipe emulator --port 8089 --latency 0.05-0.15" in result.output
+    chaos_example = "platepipe emulator --fault-rate 0.25 --rate-limit 40 --latency 0.05-0.15"
+    assert chaos_example in result.output
+    for option in ("--fault-rate", "--faults", "--seed", "--slow-seconds", "--rate-limit"):
+        help_text = result.output.split(f"\n  {option} ", 1)[1].split("\n  -")[0]
+        assert f"e.g. {option} " in " ".join(help_text.split()), option
     assert SECRET_KEY not in result.output
     # The demo key is in the curl example on purpose, but never as the option's default.
     options = result.output.split("Options:")[1]
@@ -334,17 +309,18 @@ def test_port_in_use_is_a_one_line_error() -> None:
     assert result.output.count("\n") == 1
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-async def test_command_serves_until_signalled(
-    tmp_path: Path, session: aiohttp.ClientSession, png_small: bytes, signum: int
-) -> None:
+@contextlib.asynccontextmanager
+async def serve_command(
+    cwd: Path, *options: str
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, str, bytes]]:
+    """Run `platepipe emulator` in a child process; yield it, its URL and its first line."""
     env = os.environ | {"NHN_OCR_APP_KEY": APP_KEY, "NHN_OCR_SECRET_KEY": SECRET_KEY}
     program = "from pipeline.emulator import emulator_command; emulator_command()"
     proc = await asyncio.create_subprocess_exec(
-        *[sys.executable, "-c", program, "--port", "0"],
+        *[sys.executable, "-c", program, "--port", "0", *options],
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-        cwd=tmp_path,
+        cwd=cwd,
         env=env,
     )
     try:
@@ -352,8 +328,18 @@ async def test_command_serves_until_signalled(
         line = await asyncio.wait_for(proc.stdout.readline(), SUBPROCESS_TIMEOUT_SECONDS)
         match = re.fullmatch(rb"platepipe emulator listening on (http://127\.0\.0\.1:\d+)\n", line)
         assert match, line
-        url = match.group(1).decode()
+        yield proc, match.group(1).decode(), line
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
 
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+async def test_command_serves_until_signalled(
+    tmp_path: Path, session: aiohttp.ClientSession, png_small: bytes, signum: int
+) -> None:
+    async with serve_command(tmp_path) as (proc, url, line):
         # The curl example from --help: -F 'image=@sample.png' -H 'Authorization: ...'
         form = aiohttp.FormData()
         form.add_field("image", io.BytesIO(png_small), filename="sample.png")
@@ -364,10 +350,295 @@ async def test_command_serves_until_signalled(
 
         proc.send_signal(signum)
         stdout, stderr = await asyncio.wait_for(proc.communicate(), SUBPROCESS_TIMEOUT_SECONDS)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
     assert proc.returncode == 0, stderr.decode()
     assert stdout == b"" and stderr == b""  # nothing after the one line, and no traceback
     assert SECRET_KEY.encode() not in line + stdout + stderr
+
+
+# --- fault injection and the call limit ---------------------------------------------------------
+
+
+class Wire:
+    """What the client got, before any JSON parsing."""
+
+    def __init__(self, status: int, headers: Any, body: bytes) -> None:
+        self.status, self.headers, self.body = status, headers, body
+
+    def code(self) -> int:
+        return code(json.loads(self.body))
+
+
+Send = Callable[..., Awaitable[Wire]]
+
+
+@pytest.fixture
+def send(session: aiohttp.ClientSession) -> Send:
+    """POST an image to an emulator and return the raw answer, whatever its status."""
+
+    async def send(
+        url: str,
+        data: bytes,
+        *,
+        headers: dict[str, str] | None = None,
+        timeout: aiohttp.ClientTimeout | None = None,
+    ) -> Wire:
+        form = aiohttp.FormData()
+        form.add_field("image", io.BytesIO(data), filename="upload.bin")
+        endpoint = f"{url}/v1.0/appkeys/{APP_KEY}/vehicle-plate"
+        headers = {"Authorization": SECRET_KEY} if headers is None else headers
+        options = {} if timeout is None else {"timeout": timeout}
+        async with session.post(endpoint, data=form, headers=headers, **options) as response:
+            return Wire(response.status, response.headers, await response.read())
+
+    return send
+
+
+def success_answer(data: bytes, size: tuple[int, int], file_type: str) -> dict[str, Any]:
+    header = {"isSuccessful": True, "resultCode": 0, "resultMessage": "SUCCESS"}
+    return {"header": header, "result": synthetic_result(data, *size, file_type)}
+
+
+@pytest.mark.parametrize(
+    ("kind", "expected", "message"),
+    [
+        ("5000001", 5000001, "internal server error"),
+        ("-1", -1, "unknown error"),
+        ("4000006", 4000006, "API call limit exceeded"),
+    ],
+)
+async def test_result_code_faults(
+    emulator_factory: StartEmulator,
+    send: Send,
+    png_small: bytes,
+    kind: str,
+    expected: int,
+    message: str,
+) -> None:
+    url, stats = await emulator_factory(fault_rate=1, faults=kind)
+    wire = await send(url, png_small)
+    assert wire.status == 200
+    header = {"isSuccessful": False, "resultCode": expected, "resultMessage": message}
+    assert json.loads(wire.body) == {"header": header}
+    assert stats.faults == {kind: 1} and stats.by_code == {expected: 1}
+    assert stats.by_sha256 == {hashlib.sha256(png_small).hexdigest(): 1}
+    assert stats.answers == {}  # the image never got its real answer
+
+
+@pytest.mark.parametrize(
+    ("kind", "status"), [("http_502", 502), ("http_503", 503), ("http_429", 429)]
+)
+async def test_gateway_faults(
+    emulator_factory: StartEmulator, send: Send, png_small: bytes, kind: str, status: int
+) -> None:
+    url, stats = await emulator_factory(fault_rate=1, faults=kind)
+    wire = await send(url, png_small)
+    assert wire.status == status
+    assert wire.headers["Content-Type"].startswith("text/html")
+    assert f"<h1>{status} ".encode() in wire.body and len(wire.body) < 512
+    assert wire.headers.get("Retry-After") == ("1" if status == 429 else None)
+    assert stats.faults == {kind: 1} and stats.by_code == {}  # no resultCode went out
+
+
+async def test_bad_json_fault(
+    emulator_factory: StartEmulator, send: Send, png_small: bytes
+) -> None:
+    url, stats = await emulator_factory(fault_rate=1, faults="bad_json")
+    wire = await send(url, png_small)
+    assert wire.status == 200 and wire.headers["Content-Type"].startswith("application/json")
+    assert wire.body.startswith(b'{"header"')
+    with pytest.raises(ValueError):
+        wire.code()
+    assert stats.faults == {"bad_json": 1}
+
+
+async def test_drop_fault_is_a_connection_error_not_a_hang(
+    emulator_factory: StartEmulator, send: Send, png_small: bytes
+) -> None:
+    url, stats = await emulator_factory(fault_rate=1, faults="drop")
+    for _ in range(2):  # the second call cannot ride on a kept-alive connection either
+        async with asyncio.timeout(5):  # a hang fails here with TimeoutError
+            with pytest.raises(aiohttp.ClientConnectionError):
+                await send(url, png_small)
+    assert stats.faults == {"drop": 2} and stats.calls == 2
+
+
+async def test_slow_fault_outlasts_a_short_client_timeout_then_answers(
+    emulator_factory: StartEmulator, send: Send, png_small: bytes
+) -> None:
+    url, stats = await emulator_factory(fault_rate=1, faults="slow", slow_seconds=0.4)
+    with pytest.raises(TimeoutError):
+        await send(url, png_small, timeout=aiohttp.ClientTimeout(total=0.1))
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    wire = await send(url, png_small, timeout=aiohttp.ClientTimeout(total=5))
+    assert loop.time() - started >= 0.4
+    assert json.loads(wire.body) == success_answer(png_small, (320, 240), "png")
+    assert stats.faults == {"slow": 2} and stats.by_code == {0: 2}
+
+
+async def test_half_the_calls_fault_reproducibly_with_a_seed(
+    emulator_factory: StartEmulator, send: Send, png_small: bytes
+) -> None:
+    faults = "5000001,http_503,bad_json"  # the quick kinds; each one alone is tested above
+
+    def outcome(wire: Wire) -> str:
+        if wire.status != 200:
+            return f"http_{wire.status}"
+        try:
+            return str(wire.code())
+        except ValueError:
+            return "bad_json"
+
+    async def outcomes(url: str) -> list[str]:
+        return [outcome(await send(url, png_small)) for _ in range(100)]
+
+    url, stats = await emulator_factory(fault_rate=0.5, faults=faults, seed=7)
+    first = await outcomes(url)
+    faulted = Counter(o for o in first if o != "0")
+    assert 30 <= faulted.total() <= 70
+    assert stats.faults == faulted and set(faulted) == {"5000001", "http_503", "bad_json"}
+    assert stats.calls == 100 and stats.by_code[0] == 100 - faulted.total()
+    assert sum(stats.admitted_per_second) == 100  # faulted calls were admitted
+    sha = hashlib.sha256(png_small).hexdigest()
+    assert stats.answers[sha] == success_answer(png_small, (320, 240), "png")
+
+    again_url, again_stats = await emulator_factory(fault_rate=0.5, faults=faults, seed=7)
+    assert await outcomes(again_url) == first
+    assert again_stats.faults == stats.faults
+
+
+async def test_credential_failures_are_never_faulted_nor_limited(
+    emulator_factory: StartEmulator, send: Send, png_small: bytes
+) -> None:
+    url, stats = await emulator_factory(fault_rate=1, faults="http_502", rate_limit=1)
+    wrong = {"Authorization": "wrong"}
+    for _ in range(5):
+        assert (await send(url, png_small, headers=wrong)).code() == 4010001
+        assert (await send(url, png_small, headers={})).code() == 4000005
+    assert stats.faults == {} and stats.rate_limited == 0
+    assert sum(stats.admitted_per_second) == 0
+    assert (await send(url, png_small)).status == 502  # the limit of 1 was still unused
+    assert (await send(url, png_small)).code() == 4000006
+    assert (await send(url, png_small, headers=wrong)).code() == 4010001  # not a refusal
+    assert stats.faults == {"http_502": 1} and stats.rate_limited == 1
+
+
+async def test_rate_limit_admits_n_per_sliding_second(
+    emulator_factory: StartEmulator,
+    send: Send,
+    session: aiohttp.ClientSession,
+    png_small: bytes,
+) -> None:
+    url, stats = await emulator_factory(rate_limit=10)
+    burst = await asyncio.gather(*(send(url, png_small) for _ in range(30)))
+    assert sorted(wire.code() for wire in burst) == [0] * 10 + [4000006] * 20
+    refused = next(json.loads(w.body) for w in burst if w.code() == 4000006)
+    assert refused == {
+        "header": {
+            "isSuccessful": False,
+            "resultCode": 4000006,
+            "resultMessage": "API call limit exceeded",
+        }
+    }
+    assert stats.rate_limited == 20 and stats.faults == {}
+    assert sum(stats.admitted_per_second) == 10
+    sha = hashlib.sha256(png_small).hexdigest()
+    assert stats.by_sha256[sha] == 30  # refused calls count as calls for the image
+    assert stats.answers[sha] == success_answer(png_small, (320, 240), "png")
+
+    await asyncio.sleep(1.05)  # the whole burst leaves the window
+    again = await asyncio.gather(*(send(url, png_small) for _ in range(10)))
+    assert [wire.code() for wire in again] == [0] * 10
+    assert (await send(url, png_small)).code() == 4000006
+
+    async with session.get(f"{url}/_emulator/stats") as response:
+        served = await response.json()
+    assert served["rate_limited"] == 21 and served["calls"] == 41
+    assert served["by_code"] == {"0": 20, "4000006": 21}
+    assert sum(served["admitted_per_second"]) == 20
+    assert max(served["admitted_per_second"]) <= 10
+    assert served["faults"] == {}
+
+
+async def test_a_fault_never_replaces_the_recorded_answer(
+    emulator_factory: StartEmulator, send: Send, png_small: bytes, jpeg_hd: bytes
+) -> None:
+    faults = "5000001,-1,4000006,http_502,bad_json"
+    url, stats = await emulator_factory(fault_rate=0.5, faults=faults, seed=11)
+    for _ in range(40):
+        await send(url, png_small)
+        await send(url, jpeg_hd)
+    assert 0 < sum(stats.faults.values()) < 80
+    png_sha, jpeg_sha = (hashlib.sha256(d).hexdigest() for d in (png_small, jpeg_hd))
+    assert stats.by_sha256 == {png_sha: 40, jpeg_sha: 40}
+    assert stats.answers == {
+        png_sha: success_answer(png_small, (320, 240), "png"),
+        jpeg_sha: success_answer(jpeg_hd, (1280, 720), "jpg"),
+    }
+
+
+@pytest.mark.parametrize(
+    "cut",
+    [
+        pytest.param(lambda jpeg, png: jpeg[:-2], id="jpeg-without-eoi"),
+        pytest.param(lambda jpeg, png: jpeg[: len(jpeg) // 2], id="jpeg-cut-in-half"),
+        pytest.param(lambda jpeg, png: jpeg + bytes(1024), id="jpeg-padded-by-1kib"),
+        pytest.param(lambda jpeg, png: png[:-12], id="png-without-iend"),
+        pytest.param(lambda jpeg, png: png[: len(png) // 2], id="png-cut-in-half"),
+    ],
+)
+async def test_truncated_images_are_invalid_files(
+    post: Post, jpeg_hd: bytes, png_small: bytes, cut: Callable[[bytes, bytes], bytes]
+) -> None:
+    assert code(await post(cut(jpeg_hd, png_small))) == 4000002
+
+
+async def test_every_corpus_image_is_still_accepted(post: Post, tmp_path: Path) -> None:
+    corpus = make_corpus(tmp_path / "corpus", n_images=24, large_every=12)
+    for path in corpus.images:
+        data = path.read_bytes()
+        with Image.open(path) as image:
+            expected = synthetic_result(
+                data, *image.size, "png" if image.format == "PNG" else "jpg"
+            )
+        assert (await post(data))["result"] == expected, path
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["--faults", "nonsense"], "--faults"),
+        (["--faults", "drop,Drop"], "--faults"),
+        (["--faults", ""], "--faults"),
+        (["--fault-rate", "1.5"], "--fault-rate"),
+        (["--rate-limit", "-1"], "--rate-limit"),
+        (["--slow-seconds", "-1"], "--slow-seconds"),
+        (["--faults", "-1,drop", "--port", "70000"], "--port"),  # -1 is a kind, not an option
+    ],
+)
+def test_bad_chaos_options_are_usage_errors(args: list[str], option: str) -> None:
+    result = CliRunner().invoke(emulator_command, args)
+    assert result.exit_code == 2, result.output
+    assert f"Invalid value for '{option}'" in result.output
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"fault_rate": 1.5}, {"faults": "nonsense"}, {"rate_limit": -1}, {"slow_seconds": -0.1}],
+)
+def test_make_app_refuses_bad_chaos_options(options: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        make_app(APP_KEY, SECRET_KEY, **options)
+
+
+async def test_command_options_reach_the_server(
+    tmp_path: Path, session: aiohttp.ClientSession, send: Send, png_small: bytes
+) -> None:
+    options = ["--fault-rate", "1", "--faults", "http_503", "--seed", "3", "--rate-limit", "1"]
+    async with serve_command(tmp_path, *options) as (_, url, _):
+        assert (await send(url, png_small)).status == 503
+        assert (await send(url, png_small)).code() == 4000006
+        async with session.get(f"{url}/_emulator/stats") as response:
+            served = await response.json()
+    assert served["faults"] == {"http_503": 1} and served["rate_limited"] == 1
+    assert served["calls"] == 2 and sum(served["admitted_per_second"]) == 1

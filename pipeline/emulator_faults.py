@@ -1,0 +1,217 @@
+"""Fault injection and a call limit for the emulator, for chaos and rate tests of the pipeline.
+
+The emulator's ``decide()`` asks two questions here, after the credentials are checked (a wrong
+key is never disguised as a fault or a refusal):
+
+- ``SlidingWindowLimiter.admit(now)``: is this call within the limit of N calls in the last
+  second? A refused call is answered like the real service does when its limit is exceeded:
+  HTTP 200 with resultCode 4000006, and it does not count toward the window.
+- ``FaultInjector.pick()``: does a fault replace this admitted call's answer, and which kind?
+
+A fault is one of these kinds (``FAULT_KINDS``):
+
+    5000001, -1, 4000006   the NHN JSON envelope, HTTP 200, isSuccessful false, that resultCode
+    http_502, http_503     a bare gateway error page
+    http_429               a gateway's "too many requests" with Retry-After: 1
+    bad_json               HTTP 200 whose body is cut-off JSON
+    drop                   the connection is closed without any answer
+    slow                   the real answer, but only after ``slow_seconds``
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import click
+from aiohttp import web
+
+JSON_FAULT_CODES = {"5000001": 5000001, "-1": -1, "4000006": 4000006}
+DROP = "drop"
+SLOW = "slow"
+BAD_JSON = "bad_json"
+_GATEWAY_PAGES = {
+    "http_502": (502, "Bad Gateway"),
+    "http_503": (503, "Service Temporarily Unavailable"),
+    "http_429": (429, "Too Many Requests"),
+}
+FAULT_KINDS = (*JSON_FAULT_CODES, *_GATEWAY_PAGES, BAD_JSON, DROP, SLOW)
+
+DEFAULT_SLOW_SECONDS = 5.0
+RETRY_AFTER_SECONDS = 1
+RATE_WINDOW_SECONDS = 1.0
+# One hour of per-second admission counts: enough to watch a nightly run's rate settle.
+ADMITTED_HISTORY_SECONDS = 3600
+# What a proxy passes on when the upstream dies mid-answer.
+TRUNCATED_JSON_BODY = '{"header": {"isSucc'
+
+
+def parse_fault_kinds(kinds: str | Iterable[str]) -> tuple[str, ...]:
+    """``"http_502, drop"`` or ``["http_502", "drop"]`` -> ``("http_502", "drop")``.
+
+    Raises ValueError for an unknown kind or an empty list.
+    """
+    names = kinds.split(",") if isinstance(kinds, str) else kinds
+    parsed = tuple(dict.fromkeys(name.strip() for name in names))
+    unknown = [name for name in parsed if name not in FAULT_KINDS]
+    if unknown:
+        raise ValueError(
+            f"unknown fault kind {', '.join(map(repr, unknown))}; known: {','.join(FAULT_KINDS)}"
+        )
+    if not parsed:
+        raise ValueError(f"no fault kinds given; known: {','.join(FAULT_KINDS)}")
+    return parsed
+
+
+class FaultInjector:
+    """Chooses per call whether a fault replaces the answer; reproducible with a seed."""
+
+    def __init__(
+        self,
+        rate: float = 0.0,
+        kinds: str | Iterable[str] = FAULT_KINDS,
+        seed: int | None = None,
+    ) -> None:
+        if not 0 <= rate <= 1:
+            raise ValueError(f"fault rate must be between 0 and 1, got {rate!r}")
+        self.rate = rate
+        self.kinds = parse_fault_kinds(kinds)
+        # Seeded, the n-th call to reach pick() always gets the same fate. Which call is n-th
+        # depends on how the client schedules concurrent calls.
+        self._random = random.Random(seed)
+
+    def pick(self) -> str | None:
+        """The fault kind for this call, or None for the real answer."""
+        if self.rate == 0 or self._random.random() >= self.rate:
+            return None
+        return self._random.choice(self.kinds)
+
+
+class SlidingWindowLimiter:
+    """At most ``limit`` admitted calls in any window of ``window_seconds``; 0 means no limit."""
+
+    def __init__(self, limit: int = 0, window_seconds: float = RATE_WINDOW_SECONDS) -> None:
+        if limit < 0:
+            raise ValueError(f"rate limit must be >= 0, got {limit!r}")
+        self.limit = limit
+        self._window_seconds = window_seconds
+        self._admitted_at: deque[float] = deque()
+
+    def admit(self, now: float) -> bool:
+        """Admit a call arriving at ``now`` (time.monotonic()) or refuse it; refusals not kept."""
+        if self.limit == 0:
+            return True
+        while self._admitted_at and now - self._admitted_at[0] >= self._window_seconds:
+            self._admitted_at.popleft()
+        if len(self._admitted_at) >= self.limit:
+            return False
+        self._admitted_at.append(now)
+        return True
+
+
+class PerSecondCounter:
+    """Events per whole second since ``started``, for the last ``history`` seconds."""
+
+    def __init__(self, started: float, history: int = ADMITTED_HISTORY_SECONDS) -> None:
+        self._started = started
+        self._counts: deque[int] = deque(maxlen=history)
+        self._next_second = 0  # the second after the newest entry of _counts
+
+    def add(self, now: float) -> None:
+        second = self._catch_up(now)
+        age = self._next_second - 1 - second  # 0 unless a later second was already opened
+        if age < len(self._counts):
+            self._counts[-1 - age] += 1
+
+    def counts(self, now: float) -> list[int]:
+        """Oldest first; the last entry is the second still running at ``now``."""
+        self._catch_up(now)
+        return list(self._counts)
+
+    def _catch_up(self, now: float) -> int:
+        """Open entries up to the second of ``now`` (idle seconds count 0); return that second."""
+        second = max(0, int(now - self._started))
+        missing = second + 1 - self._next_second
+        if missing > 0:
+            # After a long idle spell only the last ``maxlen`` zeros are kept anyway.
+            self._counts.extend(itertools.repeat(0, min(missing, self._counts.maxlen or missing)))
+            self._next_second = second + 1
+        return second
+
+
+def fault_response(request: web.Request, kind: str) -> web.Response:
+    """The answer for a fault that sends no NHN JSON: a gateway page, bad JSON, or nothing."""
+    if kind == DROP:
+        # With the transport closed, aiohttp's write fails with ConnectionResetError, which it
+        # treats as the client having gone: no answer at all, no error logged.
+        if request.transport is not None:
+            request.transport.close()
+        return web.Response()
+    if kind == BAD_JSON:
+        return web.Response(text=TRUNCATED_JSON_BODY, content_type="application/json")
+    status, reason = _GATEWAY_PAGES[kind]
+    page = (
+        f"<html>\r\n<head><title>{status} {reason}</title></head>\r\n"
+        f"<body>\r\n<center><h1>{status} {reason}</h1></center>\r\n</body>\r\n</html>\r\n"
+    )
+    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if status == 429 else None
+    return web.Response(status=status, text=page, content_type="text/html", headers=headers)
+
+
+def _parse_faults(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[str, ...]:
+    try:
+        return FAULT_KINDS if value is None else parse_fault_kinds(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def fault_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The emulator command's options for this module; their names are make_app's arguments."""
+    options = [
+        click.option(
+            "--fault-rate",
+            type=click.FloatRange(0, 1),
+            default=0.0,
+            show_default=True,
+            help="Fraction of calls with good keys that get a fault instead of their answer, "
+            "e.g. --fault-rate 0.25.",
+        ),
+        click.option(
+            "--faults",
+            default=None,
+            show_default="all",
+            callback=_parse_faults,
+            help="Comma-separated fault kinds to pick from, e.g. --faults http_502,drop,slow. "
+            "5000001, -1, 4000006: that resultCode; http_502, http_503: a gateway error page; "
+            "http_429: with Retry-After: 1; bad_json: cut-off JSON; drop: close the connection "
+            "unanswered; slow: answer after --slow-seconds.",
+        ),
+        click.option(
+            "--seed",
+            type=int,
+            default=None,
+            show_default="random",
+            help="Seed for the fault draws, to replay a sequence, e.g. --seed 7.",
+        ),
+        click.option(
+            "--slow-seconds",
+            type=click.FloatRange(min=0),
+            default=DEFAULT_SLOW_SECONDS,
+            show_default=True,
+            help="How long a 'slow' fault holds its answer, e.g. --slow-seconds 30.",
+        ),
+        click.option(
+            "--rate-limit",
+            type=click.IntRange(min=0),
+            default=0,
+            show_default=True,
+            help="Calls admitted per sliding second; more get resultCode 4000006 "
+            "(API call limit exceeded), e.g. --rate-limit 40. 0 is no limit.",
+        ),
+    ]
+    for option in reversed(options):  # the first listed is the first in --help
+        command = option(command)
+    return command

@@ -1,0 +1,255 @@
+"""A bad night: outages, dead endpoints, cost caps, time windows, a restarting database and
+files that go wrong. Each ends in the right outcome, with nothing lost."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import asyncpg
+
+from tests.conftest import APP_KEY, Emulator
+from tests.support.cli import platepipe, start_platepipe
+from tests.support.corpus import make_corpus, make_image, sha256_file
+from tests.support.db import query
+from tests.support.reads import assert_reads_match
+
+
+def statuses(db_url: str) -> dict[str, int]:
+    return dict(query(db_url, "SELECT status, count(*) FROM items GROUP BY status"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_max_requests_caps_the_calls_and_a_rerun_finishes(
+    tmp_path, sqlite_url, start_emulator, platepipe_env
+):
+    corpus = make_corpus(tmp_path / "archive", 30, large_every=0)
+    emulator = start_emulator()
+    env = {**platepipe_env, "NHN_OCR_ENDPOINT": emulator.url, "PLATEPIPE_DB": sqlite_url}
+
+    capped = platepipe("run", "--job", "cap", str(corpus.root), "--max-requests", "10", env=env)
+
+    assert capped.returncode == 3, capped.stderr
+    assert emulator.stats()["calls"] == 10
+    assert statuses(sqlite_url).get("done") == 10
+    final = platepipe("run", "--job", "cap", "--rate", "200", env=env)
+    assert final.returncode == 0, final.stderr
+    assert emulator.stats()["calls"] == len(corpus.images)
+
+
+def test_max_duration_stops_with_items_pending(tmp_path, sqlite_url, start_emulator, platepipe_env):
+    corpus = make_corpus(tmp_path / "archive", 40, large_every=0)
+    emulator = start_emulator("--latency", "0.1")
+    env = {**platepipe_env, "NHN_OCR_ENDPOINT": emulator.url, "PLATEPIPE_DB": sqlite_url}
+    started = time.monotonic()
+
+    result = platepipe(
+        "run", "--job", "window", str(corpus.root), "--rate", "5", "--max-duration", "2s", env=env
+    )
+
+    assert result.returncode == 3, result.stderr
+    assert time.monotonic() - started < 15
+    assert "time window" in result.stdout
+    counts = statuses(sqlite_url)
+    assert counts["pending"] > 0 and "running" not in counts and "failed" not in counts
+    assert counts["done"] == emulator.stats()["calls"]
+
+
+def test_a_wrong_endpoint_is_fatal_not_a_pile_of_failures(
+    tmp_path, sqlite_url, start_emulator, platepipe_env
+):
+    corpus = make_corpus(tmp_path / "archive", 10, large_every=0)
+    emulator = start_emulator()
+    env = {**platepipe_env, "NHN_OCR_ENDPOINT": emulator.url + "/wrong/prefix"}
+
+    result = platepipe("run", "--job", "j", str(corpus.root), "--db", sqlite_url, env=env)
+
+    assert result.returncode == 1
+    assert "HTTP 404" in result.stderr and "Traceback" not in result.stderr
+    assert "failed" not in statuses(sqlite_url)
+
+
+def test_an_outage_longer_than_the_limit_exits_3_with_nothing_failed(
+    tmp_path, sqlite_url, platepipe_env
+):
+    corpus = make_corpus(tmp_path / "archive", 40, large_every=0)
+    env = {**platepipe_env, "NHN_OCR_ENDPOINT": f"http://127.0.0.1:{free_port()}"}
+    args = ("run", "--job", "down", str(corpus.root), "--db", sqlite_url, "--rate", "100")
+
+    result = platepipe(*args, "--max-outage", "3s", env=env)
+
+    assert result.returncode == 3, result.stderr
+    assert "unreachable" in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    counts = statuses(sqlite_url)
+    assert "failed" not in counts and counts["pending"] >= len(corpus.images)
+    # Only the calls that revealed the outage cost attempts; the probes after it did not.
+    (charged,) = query(sqlite_url, "SELECT count(*) FROM items WHERE attempts > 0")[0]
+    assert charged <= 16 + 8
+    (paused,) = query(sqlite_url, "SELECT count(*) FROM attempts WHERE outcome = 'paused'")[0]
+    assert paused >= 1
+
+
+def test_an_outage_is_waited_out_and_the_run_completes(
+    tmp_path, sqlite_url, platepipe_env, secret_key
+):
+    corpus = make_corpus(tmp_path / "archive", 40, large_every=0)
+    port = free_port()
+    env = {**platepipe_env, "NHN_OCR_ENDPOINT": f"http://127.0.0.1:{port}"}
+    run = start_platepipe(
+        "run", "--job", "back", str(corpus.root), "--db", sqlite_url, "--rate", "100", env=env
+    )
+    time.sleep(4)  # the API is down: the breaker opens and probes
+    emulator = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "emulator", "--port", str(port), "--record"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**env, "NHN_OCR_APP_KEY": APP_KEY, "NHN_OCR_SECRET_KEY": secret_key},
+    )
+    try:
+        assert "listening on" in emulator.stdout.readline()
+        _out, err = run.communicate(timeout=120)
+
+        assert run.returncode == 0, err
+        assert "looks down" in err and "answers again" in err
+        assert statuses(sqlite_url) == {"done": len(corpus.images), "skipped": len(corpus.bad)}
+        answers = Emulator(f"http://127.0.0.1:{port}", emulator).stats()["answers"]
+        assert_reads_match(sqlite_url, "back", corpus.images, answers)
+    finally:
+        run.kill()
+        emulator.terminate()
+        emulator.communicate(timeout=10)
+
+
+def _terminate_backends(server_url: str, database: str, stop: threading.Event, kills: list) -> None:
+    async def loop() -> None:
+        connection = await asyncpg.connect(server_url.replace("postgresql+asyncpg", "postgresql"))
+        try:
+            while not stop.is_set():
+                await asyncio.sleep(0.7)
+                killed = await connection.fetch(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = $1 AND pid <> pg_backend_pid()",
+                    database,
+                )
+                kills.append(len(killed))
+        finally:
+            await connection.close()
+
+    asyncio.run(loop())
+
+
+def test_postgres_connections_cut_mid_run_lose_nothing(
+    tmp_path, postgres_url, postgres_server_url, start_emulator, platepipe_env
+):
+    corpus = make_corpus(tmp_path / "archive", 120, large_every=0)
+    emulator = start_emulator("--latency", "0.02-0.05")
+    env = {**platepipe_env, "NHN_OCR_ENDPOINT": emulator.url, "PLATEPIPE_DB": postgres_url}
+    run = start_platepipe("run", "--job", "pg", str(corpus.root), "--rate", "40", env=env)
+    deadline = time.monotonic() + 30
+    while emulator.stats()["calls"] == 0:  # mid-run: once it is submitting
+        assert time.monotonic() < deadline and run.poll() is None
+        time.sleep(0.02)
+    stop, kills = threading.Event(), []
+    killer = threading.Thread(
+        target=_terminate_backends,
+        args=(postgres_server_url, postgres_url.rsplit("/", 1)[1], stop, kills),
+    )
+    killer.start()
+    try:
+        _out, err = run.communicate(timeout=180)
+    finally:
+        stop.set()
+        killer.join()
+
+    assert run.returncode == 0, err
+    assert sum(kills) >= 3, "the test should have cut live connections"
+    assert statuses(postgres_url) == {"done": len(corpus.images), "skipped": len(corpus.bad)}
+    (recognitions,) = query(postgres_url, "SELECT count(*) FROM recognitions")[0]
+    assert recognitions == len(corpus.images)
+    assert_reads_match(postgres_url, "pg", corpus.images, emulator.stats()["answers"])
+
+
+def test_each_bad_input_gets_its_own_outcome(tmp_path, db_url, start_emulator, platepipe_env):
+    root = tmp_path / "archive"
+    good = root / "good.jpg"
+    make_image(good, 80, 60, "JPEG", seed=1)
+    (root / "zero.jpg").write_bytes(b"")
+    (root / "text.jpg").write_text("not a picture\n")
+    (root / "huge.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"\0" * (5 * 1024 * 1024))
+    truncated = root / "truncated.jpg"
+    make_image(truncated, 400, 300, "JPEG", seed=2)
+    truncated.write_bytes(truncated.read_bytes()[:1500])
+    os.symlink(root / "nowhere.jpg", root / "broken link.jpg")
+    os.symlink(root / "loop.jpg", root / "loop.jpg")
+    (root / "folder.jpg").mkdir()
+    odd_name = os.path.join(os.fsencode(str(root)), b"caf\xe9 latin-1.jpg")
+    with open(odd_name, "wb") as f:
+        make_image(tmp_path / "odd.jpg", 64, 48, "JPEG", seed=3)
+        f.write((tmp_path / "odd.jpg").read_bytes())
+    for n in range(3):
+        make_image(root / f"later {n}.jpg", 64, 48, "JPEG", seed=10 + n)
+    emulator = start_emulator()
+    env = {**platepipe_env, "NHN_OCR_ENDPOINT": emulator.url, "PLATEPIPE_DB": db_url}
+    # Scan everything, but spend a single call; then a file vanishes before its turn.
+    first = platepipe("run", "--job", "bad", str(root), "--max-requests", "1", env=env)
+    assert first.returncode == 3, first.stderr
+    waiting = query(
+        db_url, "SELECT path FROM items WHERE status = 'pending' AND path LIKE '%later%'"
+    )
+    doomed = Path(sorted(waiting)[0][0])
+    doomed.unlink()
+
+    result = platepipe("run", "--job", "bad", env=env)
+
+    outcome = {
+        Path(path).name: (status, code)
+        for path, status, code in query(db_url, "SELECT path, status, error_code FROM items")
+    }
+    assert outcome.pop(doomed.name) == ("skipped", "missing")
+    assert outcome == {
+        "good.jpg": ("done", None),
+        "zero.jpg": ("skipped", "empty"),
+        "text.jpg": ("skipped", "not_image"),
+        "huge.jpg": ("skipped", "too_large"),
+        "truncated.jpg": ("failed", "4000002"),
+        "broken link.jpg": ("skipped", "missing"),
+        "loop.jpg": ("skipped", "unreadable"),
+        "caf\\xe9 latin-1.jpg": ("done", None),
+        **{f"later {n}.jpg": ("done", None) for n in range(3) if f"later {n}.jpg" != doomed.name},
+    }
+    assert result.returncode == 4, result.stderr  # finished, with a failed item
+    # good, truncated, the odd name and the two later files that stayed: nothing else
+    assert emulator.stats()["calls"] == 5
+
+
+def test_a_file_changed_since_it_was_done_is_sent_again(
+    tmp_path, sqlite_url, start_emulator, platepipe_env
+):
+    corpus = make_corpus(tmp_path / "archive", 10, large_every=0)
+    emulator = start_emulator()
+    env = {**platepipe_env, "NHN_OCR_ENDPOINT": emulator.url, "PLATEPIPE_DB": sqlite_url}
+    assert platepipe("run", "--job", "c", str(corpus.root), env=env).returncode == 0
+    changed = corpus.images[3]
+    make_image(changed, 90, 70, "PNG" if changed.suffix.lower() == ".png" else "JPEG", seed=99)
+
+    again = platepipe("run", "--job", "c", str(corpus.root), env=env)
+
+    assert again.returncode == 0, again.stderr
+    stats = emulator.stats()
+    assert stats["calls"] == len(corpus.images) + 1
+    assert stats["by_sha256"][sha256_file(changed)] == 1
+    assert_reads_match(sqlite_url, "c", corpus.images, stats["answers"])
+    (recognitions,) = query(sqlite_url, "SELECT count(*) FROM recognitions")[0]
+    assert recognitions == len(corpus.images)
