@@ -253,3 +253,48 @@ def test_a_file_changed_since_it_was_done_is_sent_again(
     assert_reads_match(sqlite_url, "c", corpus.images, stats["answers"])
     (recognitions,) = query(sqlite_url, "SELECT count(*) FROM recognitions")[0]
     assert recognitions == len(corpus.images)
+
+
+def test_the_secret_reaches_no_output_and_no_table(
+    tmp_path, db_url, start_emulator, platepipe_env, secret_key
+):
+    corpus = make_corpus(tmp_path / "archive", 40, large_every=0)
+    emulator = start_emulator("--fault-rate", "0.3", "--slow-seconds", "1")
+    env = {**platepipe_env, "NHN_OCR_ENDPOINT": emulator.url, "PLATEPIPE_DB": db_url}
+
+    result = platepipe(
+        "-v", "run", "--job", "s", str(corpus.root), "--rate", "100", "--timeout", "0.5",
+        "--backoff-base", "0.05", "--backoff-cap", "0.2", "--max-attempts", "12",
+        env=env,
+    )  # fmt: skip
+    shown = [platepipe(*c, env=env) for c in (["status", "--json"], ["jobs"], ["status"])]
+
+    assert result.returncode == 0, result.stderr[-2000:]
+    for output in (result, *shown):
+        assert secret_key not in output.stdout + output.stderr
+    for table in ("jobs", "workers", "items", "recognitions", "plates", "attempts"):
+        assert secret_key not in repr(query(db_url, f"SELECT * FROM {table}")), table
+
+
+def test_runs_sharing_one_sqlite_file_never_see_it_locked(
+    tmp_path, sqlite_url, start_emulator, platepipe_env
+):
+    first = make_corpus(tmp_path / "first", 80, large_every=0)
+    second = make_corpus(tmp_path / "second", 80, large_every=0)
+    emulator = start_emulator()
+    env = {**platepipe_env, "NHN_OCR_ENDPOINT": emulator.url, "PLATEPIPE_DB": sqlite_url}
+    runs = [
+        start_platepipe("run", "--job", name, str(c.root), "--rate", "150", env=env)
+        for name, c in (("one", first), ("two", second))
+    ]
+    polls = []
+    while any(r.poll() is None for r in runs):
+        polls.append(platepipe("status", env=env))
+    outputs = [r.communicate(timeout=60) for r in runs]
+
+    assert [r.returncode for r in runs] == [0, 0], outputs
+    for _out, err in outputs + [(p.stdout, p.stderr) for p in polls]:
+        assert "locked" not in err.lower() and "Traceback" not in err
+    assert all(p.returncode == 0 for p in polls) and polls
+    counts = dict(query(sqlite_url, "SELECT status, count(*) FROM items GROUP BY status"))
+    assert counts["done"] == len(first.images) + len(second.images)

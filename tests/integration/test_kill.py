@@ -97,3 +97,29 @@ def test_sigterm_drains_and_exits_3_then_a_rerun_finishes(
     assert final.returncode == 0, final.stderr
     assert emulator.stats()["calls"] == len(corpus.images)
     assert_reads_match(sqlite_url, "term", corpus.images, emulator.stats()["answers"])
+
+
+def test_a_second_ctrl_c_stops_at_once_and_stays_consistent(
+    tmp_path, sqlite_url, start_emulator, platepipe_env
+):
+    corpus = make_corpus(tmp_path / "archive", 40, large_every=0)
+    emulator = start_emulator("--latency", "4")
+    env = {**platepipe_env, "NHN_OCR_ENDPOINT": emulator.url, "PLATEPIPE_DB": sqlite_url}
+    args = ("run", "--job", "hurry", str(corpus.root), "--rate", "50", "--concurrency", "8")
+    process = start_platepipe(*args, env=env)
+    _wait_for_calls(emulator, 8)
+
+    process.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    started = time.monotonic()
+    process.send_signal(signal.SIGINT)
+    _out, err = process.communicate(timeout=30)
+
+    assert time.monotonic() - started < 3, "the second Ctrl-C should not wait for the calls"
+    assert process.returncode == 3, err
+    assert "Traceback" not in err
+    statuses = dict(query(sqlite_url, "SELECT status, count(*) FROM items GROUP BY status"))
+    assert "running" not in statuses and "failed" not in statuses
+    final = platepipe(*args, "--concurrency", "40", env=env)
+    assert final.returncode == 0, final.stderr
+    assert_reads_match(sqlite_url, "hurry", corpus.images, emulator.stats()["answers"])
