@@ -11,7 +11,8 @@ import asyncio
 from alembic import context
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from pipeline.db import DEFAULT_DB_URL, async_url
+from pipeline.config import DEFAULT_DB_URL
+from pipeline.db import async_url
 from pipeline.schema import metadata
 
 config = context.config

@@ -1,26 +1,32 @@
-"""The `platepipe` command line: thin wrappers that parse options, run, and print."""
+"""The `platepipe` command line: thin wrappers that parse options, run, and print.
+
+Settings resolve as flags > environment > config file > defaults: the file (`--config`)
+becomes click's `default_map`, which environment variables and flags override.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import os
 import re
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from functools import wraps
+from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import click
+from click.core import ParameterSource
 
-from pipeline import config as defaults
-from pipeline.config import ApiSettings, RunSettings, Secret
-from pipeline.db import DEFAULT_DB_URL
+from pipeline import logs
+from pipeline.capture import PathPattern, PatternError
+from pipeline.config import SETTINGS, ApiSettings, RunSettings, Secret, default_map
+from pipeline.config import read_config_file as read_config
 from pipeline.emulator import emulator_command
 from pipeline.errors import EXIT_STOPPED, ConfigError, PipelineError
-from pipeline.report import format_job, format_report, job_json
+from pipeline.report import format_job, format_jobs_line, job_json
 from pipeline.store import Store
 
 T = TypeVar("T")
@@ -46,55 +52,11 @@ def fail(exc: PipelineError) -> NoReturn:
     sys.exit(exc.exit_code)
 
 
-def db_option(command: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option(
-        "--db",
-        "db_url",
-        envvar="PLATEPIPE_DB",
-        default=DEFAULT_DB_URL,
-        show_default=True,
-        help="Database URL (env PLATEPIPE_DB), e.g. sqlite:///nightly.db or "
-        "postgresql://user@host:5432/plates.",
-    )(command)
+def default(key: str) -> Any:
+    return SETTINGS[key].default
 
 
-def with_store(command: Callable[..., Awaitable[T]]) -> Callable[..., T]:
-    """Open the database named by --db around an async command body, and close it after."""
-
-    @wraps(command)
-    def wrapper(db_url: str, **kwargs: Any) -> T:
-        async def body() -> T:
-            store = await Store.open(db_url)
-            try:
-                return await command(store, **kwargs)
-            finally:
-                await store.close()
-
-        return run_async(body())
-
-    return wrapper
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="platepipe")
-@click.option("-v", "--verbose", is_flag=True, help="Log debug detail.")
-def cli(verbose: bool) -> None:
-    """Recognize license plates in archived camera images through NHN Cloud's Vehicle Plate
-    OCR API, and keep the results in SQLite or PostgreSQL.
-
-    \b
-    Example:
-      export NHN_OCR_APP_KEY=... NHN_OCR_SECRET_KEY=...
-      platepipe run --job nightly-2026-11-24 /archive/2026-11-24
-    """
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(message)s",
-        stream=sys.stderr,
-    )
-    # aiohttp's access log and alembic's chatter are not an operator's business by default.
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+# -- parameter types -------------------------------------------------------------------------
 
 
 class Duration(click.ParamType):
@@ -135,140 +97,305 @@ def positive(kind: type) -> click.ParamType:
     return click.IntRange(min=1) if kind is int else click.FloatRange(min=0, min_open=True)
 
 
+def check_pattern(_ctx: Any, _param: Any, value: str | None) -> str | None:
+    try:
+        PathPattern.parse(value)
+    except PatternError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return value or None
+
+
+# -- shared options --------------------------------------------------------------------------
+
+
+def options(*decorators: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def apply(command: Any) -> Any:
+        for decorator in reversed(decorators):
+            command = decorator(command)
+        return command
+
+    return apply
+
+
+db_option = click.option(
+    "--db",
+    "db_url",
+    envvar="PLATEPIPE_DB",
+    default=default("db"),
+    show_default=True,
+    help="Database URL (env PLATEPIPE_DB), e.g. sqlite:///nightly.db or "
+    "postgresql://user@host:5432/plates.",
+)
+
+job_option = click.option("--job", required=True, help="The job's name.")
+
+run_options = options(
+    db_option,
+    click.option(
+        "--endpoint",
+        envvar="NHN_OCR_ENDPOINT",
+        default=default("endpoint"),
+        show_default=True,
+        help="API endpoint (env NHN_OCR_ENDPOINT).",
+    ),
+    click.option(
+        "--app-key",
+        envvar=APP_KEY_ENV,
+        default=default("app_key"),
+        help=f"NHN appKey (env {APP_KEY_ENV}). The secret key comes only from the environment "
+        f"({SECRET_KEY_ENV}) or a file named by the config's secret_key_file.",
+    ),
+    click.option(
+        "--rate",
+        type=positive(float),
+        default=default("rate"),
+        show_default=True,
+        help="Requests per second, never exceeded, not even at start.",
+    ),
+    click.option(
+        "--concurrency",
+        type=positive(int),
+        default=default("concurrency"),
+        show_default=True,
+        help="Requests in flight at once.",
+    ),
+    click.option(
+        "--max-attempts",
+        type=positive(int),
+        default=default("max_attempts"),
+        show_default=True,
+        help="Calls per image before a retryable error marks it failed.",
+    ),
+    click.option(
+        "--timeout",
+        type=positive(float),
+        default=default("timeout"),
+        show_default=True,
+        help="Seconds one call may take in all.",
+    ),
+    click.option(
+        "--connect-timeout",
+        type=positive(float),
+        default=default("connect_timeout"),
+        show_default=True,
+        help="Seconds to open a connection.",
+    ),
+    click.option(
+        "--include",
+        multiple=True,
+        default=default("include"),
+        show_default=True,
+        help="Glob of files to take (repeatable; case-insensitive). "
+        "A glob with / matches the path under the root.",
+    ),
+    click.option(
+        "--exclude",
+        multiple=True,
+        default=default("exclude"),
+        help="Glob of files or folders to leave out (repeatable).",
+    ),
+    click.option(
+        "--backoff-base",
+        type=positive(float),
+        default=default("backoff_base"),
+        show_default=True,
+        help="Seconds before the first retry; doubles per attempt, with full jitter.",
+    ),
+    click.option(
+        "--backoff-cap",
+        type=positive(float),
+        default=default("backoff_cap"),
+        show_default=True,
+        help="Longest wait between two attempts of one image, in seconds.",
+    ),
+    click.option(
+        "--deadline",
+        type=ClockTime(),
+        help="Stop at this local time (HH:MM, the next one to come), items left pending; exit 3.",
+    ),
+    click.option(
+        "--max-duration",
+        type=Duration(),
+        help="Stop after this long (e.g. 90m, 2h, 3600), items left pending; exit 3.",
+    ),
+    click.option(
+        "--max-requests",
+        type=positive(int),
+        help="Spend at most this many API calls in this run (a cost cap); exit 3 when reached.",
+    ),
+    click.option(
+        "--max-outage",
+        type=Duration(),
+        default=default("max_outage"),
+        show_default=True,
+        help="How long to wait out an API outage (probing) before stopping with exit 3.",
+    ),
+    click.option(
+        "--capture-pattern",
+        default=default("capture_pattern"),
+        callback=check_pattern,
+        help="Regex with named groups camera, date, time, searched in each path, e.g. "
+        r"'/(?P<camera>cam\d+)/(?P<date>\d{8})_(?P<time>\d{6})'. Else EXIF, else mtime.",
+    ),
+    click.option(
+        "--progress-every",
+        type=positive(float),
+        default=default("progress_every"),
+        show_default=True,
+        help="Seconds between progress lines when not on a terminal.",
+    ),
+    click.option("--quiet", is_flag=True, help="No progress; only the final summary."),
+)
+
+
+def with_store(command: Callable[..., Awaitable[T]]) -> Callable[..., T]:
+    """Open the database named by --db around an async command body, and close it after."""
+
+    @wraps(command)
+    def wrapper(db_url: str, **kwargs: Any) -> T:
+        async def body() -> T:
+            store = await Store.open(db_url)
+            try:
+                return await command(store, **kwargs)
+            finally:
+                await store.close()
+
+        return run_async(body())
+
+    return wrapper
+
+
+def load_config(ctx: click.Context, _param: Any, path: str | None) -> None:
+    if path:
+        try:
+            ctx.default_map = default_map(read_config(path))
+        except ConfigError as exc:
+            fail(exc)
+
+
+# -- commands --------------------------------------------------------------------------------
+
+
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "PLATEPIPE"}
+)
+@click.version_option(package_name="platepipe")
+@click.option(
+    "--config",
+    type=click.Path(dir_okay=False),
+    envvar="PLATEPIPE_CONFIG",
+    is_eager=True,
+    expose_value=False,
+    callback=load_config,
+    help="TOML settings file (env PLATEPIPE_CONFIG); see config/default.toml.",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Log debug detail.")
+@click.option("--log-json", is_flag=True, help="Log one JSON object per line, for log shippers.")
+def cli(verbose: bool, log_json: bool) -> None:
+    """Recognize license plates in archived camera images through NHN Cloud's Vehicle Plate
+    OCR API, and keep the results in SQLite or PostgreSQL.
+
+    \b
+    Example:
+      export NHN_OCR_APP_KEY=... NHN_OCR_SECRET_KEY=...
+      platepipe run --job nightly-2026-11-24 /archive/2026-11-24
+    """
+    logs.setup(verbose=verbose, as_json=log_json)
+
+
 @cli.command()
-@click.option("--job", required=True, help="Job name: created on first use, continued after.")
+@job_option
 @click.argument("roots", nargs=-1, type=click.Path(exists=True, file_okay=True, dir_okay=True))
-@db_option
-@click.option(
-    "--endpoint",
-    envvar="NHN_OCR_ENDPOINT",
-    default=defaults.DEFAULT_ENDPOINT,
-    show_default=True,
-    help="API endpoint (env NHN_OCR_ENDPOINT).",
-)
-@click.option(
-    "--rate",
-    type=positive(float),
-    default=defaults.DEFAULT_RATE_PER_S,
-    show_default=True,
-    help="Requests per second, never exceeded, not even at start.",
-)
-@click.option(
-    "--concurrency",
-    type=positive(int),
-    default=defaults.DEFAULT_CONCURRENCY,
-    show_default=True,
-    help="Requests in flight at once.",
-)
-@click.option(
-    "--max-attempts",
-    type=positive(int),
-    default=defaults.DEFAULT_MAX_ATTEMPTS,
-    show_default=True,
-    help="Calls per image before a retryable error marks it failed.",
-)
-@click.option(
-    "--timeout",
-    type=positive(float),
-    default=defaults.DEFAULT_TIMEOUT_S,
-    show_default=True,
-    help="Seconds one call may take in all.",
-)
-@click.option(
-    "--include",
-    multiple=True,
-    help="Glob of files to take (repeatable; case-insensitive). "
-    "Default: *.jpg *.jpeg *.png. A glob with / matches the path under the root.",
-)
-@click.option(
-    "--exclude", multiple=True, help="Glob of files or folders to leave out (repeatable)."
-)
-@click.option(
-    "--backoff-base",
-    "backoff_base_s",
-    type=positive(float),
-    default=defaults.DEFAULT_BACKOFF_BASE_S,
-    show_default=True,
-    help="Seconds before the first retry; doubles per attempt, with full jitter.",
-)
-@click.option(
-    "--backoff-cap",
-    "backoff_cap_s",
-    type=positive(float),
-    default=defaults.DEFAULT_BACKOFF_CAP_S,
-    show_default=True,
-    help="Longest wait between two attempts of one image, in seconds.",
-)
-@click.option(
-    "--deadline",
-    type=ClockTime(),
-    help="Stop at this local time (HH:MM, the next one to come), items left pending; exit 3.",
-)
-@click.option(
-    "--max-duration",
-    "max_duration_s",
-    type=Duration(),
-    help="Stop after this long (e.g. 90m, 2h, 3600), items left pending; exit 3.",
-)
-@click.option(
-    "--max-requests",
-    type=positive(int),
-    help="Spend at most this many API calls in this run (a cost cap); exit 3 when reached.",
-)
-@click.option(
-    "--max-outage",
-    "max_outage_s",
-    type=Duration(),
-    default=str(int(defaults.DEFAULT_MAX_OUTAGE_S)),
-    show_default=True,
-    help="How long to wait out an API outage (probing) before stopping with exit 3.",
-)
-@click.option("--quiet", is_flag=True, help="No progress lines; only the final summary.")
-def run(job: str, roots: tuple[str, ...], db_url: str, endpoint: str, **options: Any) -> None:
+@run_options
+@click.option("--dry-run", is_flag=True, help="Scan and say what would be sent; spend nothing.")
+def run(job: str, roots: tuple[str, ...], dry_run: bool, **values: Any) -> None:
     """Scan ROOTs into job JOB and process every pending image; print a summary.
 
     Without ROOTs, continue an existing job (after a crash, a deadline or Ctrl-C). Images
     already done are never sent again. Credentials come from NHN_OCR_APP_KEY and
-    NHN_OCR_SECRET_KEY.
+    NHN_OCR_SECRET_KEY (or the config file).
 
     \b
-    Exit codes: 0 all done or skipped, 1 fatal (credentials, database), 2 usage,
+    Exit codes: 0 all done or skipped, 1 fatal (credentials, database, config), 2 usage,
     3 stopped early with items pending (signal, --deadline, --max-duration, --max-requests,
     an outage longer than --max-outage: run again to resume), 4 finished with failed items.
 
     \b
-    Example:
-      platepipe run --job nightly-2026-11-24 /archive/2026-11-24 --rate 20 --db sqlite:///plates.db
+    Examples:
+      platepipe run --job nightly-2026-11-24 /archive/2026-11-24 --rate 20
+      platepipe run --job nightly-2026-11-24 --deadline 06:00
+      platepipe run --job nightly-2026-11-25 /archive/2026-11-25 --dry-run
     """
-    if options["quiet"]:
-        logging.getLogger().setLevel(logging.WARNING)
+    if values["quiet"]:
+        logs.quiet()
+    if dry_run:
+        from pipeline.dryrun import dry_run as plan
+
+        settings = run_settings(job, roots, values, api=None)
+        sys.exit(run_async(plan(settings)))
     try:
-        api = api_settings(endpoint, options.pop("timeout"))
+        api = api_settings(values)
     except PipelineError as exc:
         fail(exc)
-    settings = RunSettings(
-        job=job,
-        db_url=db_url,
-        api=api,
-        roots=roots,
-        include=options.pop("include") or defaults.DEFAULT_INCLUDE,
-        exclude=options.pop("exclude"),
-        rate_per_s=options.pop("rate"),
-        **options,
-    )
+    settings = run_settings(job, roots, values, api)
+    logs.redact_everywhere(api.secret_key)
     sys.exit(run_async(execute_run(settings)))
 
 
-def api_settings(endpoint: str, timeout_s: float) -> ApiSettings:
-    app_key = os.environ.get(APP_KEY_ENV, "")
-    secret_key = os.environ.get(SECRET_KEY_ENV, "")
-    if not app_key or not secret_key:
+def run_settings(
+    job: str, roots: tuple[str, ...], values: dict[str, Any], api: ApiSettings | None
+) -> RunSettings:
+    return RunSettings(
+        job=job,
+        db_url=values["db_url"],
+        api=api,
+        roots=roots,
+        include=tuple(values["include"]),
+        exclude=tuple(values["exclude"]),
+        rate_per_s=values["rate"],
+        concurrency=values["concurrency"],
+        max_attempts=values["max_attempts"],
+        backoff_base_s=values["backoff_base"],
+        backoff_cap_s=values["backoff_cap"],
+        progress_every_s=values["progress_every"],
+        quiet=values["quiet"],
+        live_progress=not values["quiet"] and sys.stderr.isatty(),
+        deadline=values["deadline"],
+        max_duration_s=values["max_duration"],
+        max_requests=values["max_requests"],
+        max_outage_s=values["max_outage"],
+        capture_pattern=values["capture_pattern"],
+    )
+
+
+def api_settings(values: dict[str, Any]) -> ApiSettings:
+    """The API's address and credentials; ConfigError when the keys are missing."""
+    secret = os.environ.get(SECRET_KEY_ENV, "")
+    secret_file = _from_config("secret_key_file")
+    if not secret and secret_file:
+        try:
+            secret = Path(secret_file).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read secret_key_file {secret_file}: {exc.strerror}") from exc
+    if not values["app_key"] or not secret:
         raise ConfigError(f"set {APP_KEY_ENV} and {SECRET_KEY_ENV} to your NHN Cloud credentials")
-    return ApiSettings(endpoint, app_key, Secret(secret_key), timeout_s=timeout_s)
+    return ApiSettings(
+        values["endpoint"],
+        values["app_key"],
+        Secret(secret),
+        timeout_s=values["timeout"],
+        connect_timeout_s=values["connect_timeout"],
+    )
+
+
+def _from_config(key: str) -> Any:
+    """A config-file value that has no option of its own."""
+    return (click.get_current_context().default_map or {}).get(key)
 
 
 async def execute_run(settings: RunSettings) -> int:
     """Open the database, run the job, print the summary; the exit code."""
+    from pipeline.report import format_report
     from pipeline.runner import run_job
 
     store = await Store.open(settings.db_url)
@@ -288,10 +415,10 @@ async def execute_run(settings: RunSettings) -> int:
 @db_option
 @with_store
 async def status(store: Store, job: str | None, as_json: bool) -> None:
-    """Show counts per status and error code for a job, even while it runs.
+    """Show counts per status and error code, calls, rate and ETA, even while a run goes.
 
     \b
-    Example:
+    Examples:
       platepipe status --job nightly-2026-11-24
       platepipe status --job nightly-2026-11-24 --json
     """
@@ -315,12 +442,109 @@ async def jobs(store: Store) -> None:
       platepipe jobs --db sqlite:///plates.db
     """
     summaries = await store.summaries()
-    if not summaries:
-        click.echo("no jobs yet")
-    for s in summaries:
-        counts = ", ".join(f"{k} {v}" for k, v in s.counts.items() if v)
-        last = s.last_activity.isoformat(sep=" ", timespec="seconds") if s.last_activity else "-"
-        click.echo(f"{s.name}\t{s.total} items ({counts or 'empty'})\tlast activity {last} UTC")
+    click.echo("\n".join(format_jobs_line(s) for s in summaries) or "no jobs yet")
+
+
+@cli.command()
+@job_option
+@click.option(
+    "--code",
+    "codes",
+    multiple=True,
+    help="Only items with this error code (repeatable); names skipped items' reasons too.",
+)
+@click.option("--done", "include_done", is_flag=True, help="Re-queue done items too.")
+@db_option
+@with_store
+async def retry(store: Store, job: str, codes: tuple[str, ...], include_done: bool) -> None:
+    """Put failed items back to pending with their attempts reset; then `run` them.
+
+    With --code, only the items that failed (or were skipped) with those codes. With --done,
+    done items too (after an API upgrade, say): their results stay until new ones replace
+    them.
+
+    \b
+    Examples:
+      platepipe retry --job nightly-2026-11-24
+      platepipe retry --job nightly-2026-11-24 --code timeout --code 5000001
+      platepipe retry --job nightly-2026-11-24 --code unreadable   # after fixing permissions
+      platepipe run --job nightly-2026-11-24
+    """
+    found = await store.find_job(job)
+    if found is None:
+        raise ConfigError(f"no job named {job!r}")
+    count = await store.requeue(found, codes, include_done=include_done)
+    click.echo(f"{count} items of {job} are pending again; `platepipe run --job {job}` sends them")
+
+
+@cli.command()
+@job_option
+@click.option(
+    "--format", "fmt", type=click.Choice(["csv", "jsonl"]), required=True, help="Output format."
+)
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False), help="File to write (default: stdout)."
+)
+@db_option
+@with_store
+async def export(store: Store, job: str, fmt: str, output: str | None) -> None:
+    """Write one row per plate read (plate_reads' columns), streamed: flat memory at any size.
+
+    \b
+    Examples:
+      platepipe export --job nightly-2026-11-24 --format csv -o reads.csv
+      platepipe export --job nightly-2026-11-24 --format jsonl | jq .value
+    """
+    from pipeline.export import export_reads
+
+    found = await store.find_job(job)
+    if found is None:
+        raise ConfigError(f"no job named {job!r}")
+    if output is None:
+        await export_reads(store, found, fmt, click.get_text_stream("stdout"))
+        return
+    partial = Path(f"{output}.partial")  # a file under the real name is always complete
+    with partial.open("w", encoding="utf-8", newline="") as out:
+        rows = await export_reads(store, found, fmt, out)
+    partial.replace(output)
+    click.echo(f"{rows} reads written to {output}", err=True)
+
+
+@cli.command("config")
+@run_options
+def show_config(**values: Any) -> None:
+    """Print the effective settings of `run` and where each comes from; the secret redacted.
+
+    Precedence: flags > environment > config file (--config) > defaults.
+
+    \b
+    Examples:
+      platepipe config
+      platepipe --config /etc/platepipe.toml config --rate 25
+    """
+    ctx = click.get_current_context()
+    sources = {
+        ParameterSource.COMMANDLINE: "flag",
+        ParameterSource.ENVIRONMENT: "environment",
+        ParameterSource.DEFAULT_MAP: "config file",
+        ParameterSource.DEFAULT: "default",
+    }
+    for param in ctx.command.params:
+        if param.name in ("quiet", "help") or not isinstance(param, click.Option):
+            continue
+        value = values[param.name]
+        key = "db" if param.name == "db_url" else param.name
+        shown = list(value) if isinstance(value, tuple) else value
+        source = sources.get(ctx.get_parameter_source(param.name), "default")
+        click.echo(f"{key} = {json.dumps(shown, default=str, ensure_ascii=False)}  # {source}")
+    secret = os.environ.get(SECRET_KEY_ENV)
+    secret_file = _from_config("secret_key_file")
+    if secret:
+        click.echo(f'secret_key = "***"  # environment {SECRET_KEY_ENV}')
+    elif secret_file:
+        click.echo(f"secret_key_file = {json.dumps(secret_file)}  # config file")
+    else:
+        click.echo(f"# secret_key: not set (set {SECRET_KEY_ENV})")
 
 
 @cli.group("db")
@@ -356,7 +580,13 @@ cli.add_command(emulator_command)
     type=click.Path(file_okay=False),
     help="Folder for the sample images and the demo database.",
 )
-@click.option("--images", default=60, show_default=True, type=click.IntRange(1, 100_000))
+@click.option(
+    "--images",
+    default=60,
+    show_default=True,
+    type=click.IntRange(1, 100_000),
+    help="How many sample images to make.",
+)
 def demo(workdir: str, images: int) -> None:
     """Run a whole job end to end on SQLite against the bundled emulator, no credentials needed.
 

@@ -13,7 +13,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from pipeline.errors import ConfigError
 
-DEFAULT_DB_URL = "sqlite:///platepipe.db"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 # One writing connection per process on SQLite; callers queue for it instead of meeting
 # "database is locked". Waiting for it is bounded only by the slowest single statement.

@@ -25,6 +25,8 @@ class Found:
     size: int
     mtime: float
     raw_path: bytes | None = None  # the real name's bytes, only when they are not UTF-8
+    camera: str | None = None  # from the capture pattern
+    captured_at: datetime | None = None  # from the capture pattern; later EXIF or mtime
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +77,7 @@ class Outcome:
     error_message: str | None = None
     next_attempt_at: datetime | None = None
     call: Call | None = None  # None when no call was spent (skipped, released)
+    captured_at: datetime | None = None  # EXIF or mtime, for an item the path did not date
 
     @property
     def recognition(self) -> Recognition | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pipeline.progress import format_duration
 from pipeline.store import JobSummary
 
 TOP_ERROR_CODES = 5
@@ -21,10 +22,23 @@ def format_job(summary: JobSummary) -> str:
         lines.append(
             "  error codes: " + ", ".join(f"{code} {n}" for code, n in top[:TOP_ERROR_CODES])
         )
+    left = counts["pending"] + counts["running"]
+    if left:
+        lines.append(
+            f"  rate: {summary.calls_per_s:.1f} calls/s over the last minute, "
+            f"ETA {format_duration(summary.eta_s)}"
+        )
     if summary.last_activity:
         when = summary.last_activity.isoformat(sep=" ", timespec="seconds")
         lines.append(f"  last activity: {when} UTC")
     return "\n".join(lines)
+
+
+def format_jobs_line(summary: JobSummary) -> str:
+    counts = ", ".join(f"{k} {v}" for k, v in summary.counts.items() if v) or "empty"
+    last = summary.last_activity
+    when = last.isoformat(sep=" ", timespec="seconds") + " UTC" if last else "-"
+    return f"{summary.name}\t{summary.total} items ({counts})\tlast activity {when}"
 
 
 def format_report(report: Any) -> str:
@@ -51,6 +65,8 @@ def job_json(summary: JobSummary) -> dict[str, Any]:
         "counts": summary.counts,
         "error_codes": summary.error_codes,
         "calls": summary.calls,
+        "calls_per_s": round(summary.calls_per_s, 3),
+        "eta_s": None if summary.eta_s is None else round(summary.eta_s, 1),
         "created_at": summary.created_at.isoformat(),
         "last_activity": summary.last_activity.isoformat() if summary.last_activity else None,
     }

@@ -20,11 +20,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from pipeline.capture import PathPattern
 from pipeline.client import NhnClient
 from pipeline.config import RunSettings
 from pipeline.errors import EXIT_FAILED_ITEMS, EXIT_FATAL, EXIT_OK, EXIT_STOPPED
 from pipeline.outcomes import Outcome
 from pipeline.pacing import Breaker, RateGovernor
+from pipeline.progress import LIVE_REFRESH_S, LineProgress, LiveProgress, Snapshot
 from pipeline.scanner import Filter, ScanStats, scan_into
 from pipeline.store import DB_RIDE_OUT_S, ClaimedItem, Job, JobSummary, Store, utcnow
 from pipeline.workers import PoolStats, RetryPolicy, WorkerPool
@@ -36,6 +38,7 @@ HEARTBEAT_EVERY_S = 10.0
 IDLE_POLL_S = 0.5  # how often an idle claimer looks again when waiting for retries or the scan
 QUEUE_PER_WORKER = 2
 REFILL_POLL_S = 0.01
+LEFT_RECOUNT_S = 5.0  # how often progress recounts what is left of the job
 
 
 @dataclass
@@ -147,7 +150,7 @@ async def _run_stages(run: _Run) -> PoolStats:
                 asyncio.create_task(_heartbeat(run), name="heartbeat"),
                 asyncio.create_task(_stop_at_end_of_window(run), name="window"),
             ]
-            if settings.progress_every_s > 0 and not settings.quiet:
+            if not settings.quiet and (settings.live_progress or settings.progress_every_s > 0):
                 side_tasks.append(asyncio.create_task(_progress(run, pool.stats), name="progress"))
             if settings.roots:
                 side_tasks.append(asyncio.create_task(_scan(run), name="scanner"))
@@ -225,8 +228,11 @@ async def _wait(event: asyncio.Event, timeout_s: float) -> None:
 
 async def _scan(run: _Run) -> None:
     keep = Filter(run.settings.include, run.settings.exclude)
+    capture = PathPattern.parse(run.settings.capture_pattern)
     try:
-        await scan_into(run.store, run.job, run.settings.roots, keep, run.scan, run.wake.set)
+        await scan_into(
+            run.store, run.job, run.settings.roots, keep, run.scan, capture, run.wake.set
+        )
     finally:
         run.scan.finished = True
         run.wake.set()
@@ -255,21 +261,33 @@ async def _heartbeat(run: _Run) -> None:
 
 
 async def _progress(run: _Run, stats: PoolStats) -> None:
-    started = time.monotonic()
-    while True:
-        await asyncio.sleep(run.settings.progress_every_s)
-        elapsed = time.monotonic() - started
-        c = run.committed
-        log.info(
-            "scanned %d, done %d, failed %d, skipped %d, retrying %d; %d calls (%.1f/s)",
-            run.scan.files,
-            c.get("done", 0),
-            c.get("failed", 0),
-            c.get("skipped", 0),
-            stats.retries,
-            stats.calls,
-            stats.calls / elapsed,
-        )
+    """Report progress: a live panel on a terminal, else a log line every N seconds."""
+    live = run.settings.live_progress
+    every_s = LIVE_REFRESH_S if live else run.settings.progress_every_s
+    last_calls, last_at = 0, time.monotonic()
+    left, counted_at = None, 0.0
+    with LiveProgress() if live else LineProgress() as reporter:
+        while True:
+            await asyncio.sleep(every_s)
+            now = time.monotonic()
+            if now - counted_at >= LEFT_RECOUNT_S:  # a count on a large job is not free
+                left, counted_at = (await run.store.pending_state(run.job, run.worker_id)).left, now
+            rate = (stats.calls - last_calls) / (now - last_at)
+            last_calls, last_at = stats.calls, now
+            c = run.committed
+            reporter.show(
+                Snapshot(
+                    scanned=run.scan.files,
+                    scan_finished=run.scan.finished,
+                    done=c.get("done", 0),
+                    failed=c.get("failed", 0),
+                    skipped=c.get("skipped", 0),
+                    retrying=stats.retries,
+                    calls=stats.calls,
+                    calls_per_s=rate,
+                    left=left,
+                )
+            )
 
 
 @contextlib.contextmanager

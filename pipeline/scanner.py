@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 
+from pipeline.capture import PathPattern
 from pipeline.outcomes import Found
 from pipeline.store import Job, Store
 
@@ -73,7 +74,9 @@ class ScanStats:
     finished: bool = False
 
 
-def walk(roots: Sequence[str], keep: Filter, stats: ScanStats) -> Iterator[Found]:
+def walk(
+    roots: Sequence[str], keep: Filter, stats: ScanStats, capture: PathPattern | None = None
+) -> Iterator[Found]:
     """Yield every file under `roots` that `keep` includes, depth first, in directory order.
 
     Symlinked folders are not followed (no loops, no escaping the tree); symlinked files are.
@@ -83,7 +86,7 @@ def walk(roots: Sequence[str], keep: Filter, stats: ScanStats) -> Iterator[Found
     for root in roots:
         root = os.path.abspath(root)
         if not os.path.isdir(root):
-            found = _found(root, stats)
+            found = _found(root, stats, capture)
             if found is not None:
                 yield found
             continue
@@ -108,13 +111,13 @@ def walk(roots: Sequence[str], keep: Filter, stats: ScanStats) -> Iterator[Found
                 except OSError:
                     continue
                 if keep.includes(entry.name, rel):
-                    found = _found(entry.path, stats)
+                    found = _found(entry.path, stats, capture)
                     if found is not None:
                         yield found
             stack.extend(reversed(subfolders))
 
 
-def _found(path: str, stats: ScanStats) -> Found | None:
+def _found(path: str, stats: ScanStats, capture: PathPattern | None) -> Found | None:
     try:
         st = os.stat(path)
     except OSError:
@@ -125,12 +128,14 @@ def _found(path: str, stats: ScanStats) -> Found | None:
         return None
     stats.files += 1
     size, mtime = (st.st_size, st.st_mtime) if st else (0, 0.0)
+    raw_path = None
     try:
         path.encode("utf-8")
     except UnicodeEncodeError:
         # The database stores text: keep a readable escaped name and the real bytes beside it.
-        return Found(_shown(path), size, mtime, os.fsencode(path))
-    return Found(path, size, mtime)
+        path, raw_path = _shown(path), os.fsencode(path)
+    camera, captured_at = capture.match(path) if capture else (None, None)
+    return Found(path, size, mtime, raw_path, camera, captured_at)
 
 
 def _shown(path: str) -> str:
@@ -144,10 +149,11 @@ async def scan_into(
     roots: Sequence[str],
     keep: Filter,
     stats: ScanStats,
+    capture: PathPattern | None = None,
     on_batch: Callable[[], None] = lambda: None,
 ) -> None:
     """Walk `roots` and enqueue what `keep` includes in batches, calling `on_batch` after each."""
-    files = walk(roots, keep, stats)
+    files = walk(roots, keep, stats, capture)
     while batch := await asyncio.to_thread(lambda: list(islice(files, SCAN_BATCH_FILES))):
         await store.add_items(job, batch)
         on_batch()

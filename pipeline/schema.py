@@ -81,6 +81,10 @@ items = Table(
     Column("error_code", String(64)),
     Column("error_message", Text),
     Column("next_attempt_at", DateTime),
+    # Where and when the picture was taken: from the path pattern, else EXIF, else mtime
+    # (the camera's local wall-clock time, as the archive records it).
+    Column("camera", String(200)),
+    Column("captured_at", DateTime),
     Column("lease_owner", String(36)),
     Column("lease_expires_at", DateTime),
     Column("created_at", DateTime, nullable=False),
@@ -138,4 +142,5 @@ attempts = Table(
     Column("http_status", Integer),
     Column("message", Text),
     Index(None, "item_id"),
+    Index(None, "started_at"),
 )

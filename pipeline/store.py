@@ -18,7 +18,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import and_, bindparam, delete, func, insert, or_, select, text, update
+from sqlalchemy import (
+    DateTime,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    inspect,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
@@ -34,7 +46,9 @@ log = logging.getLogger(__name__)
 LEASE_SECONDS = 300
 WORKER_DEAD_AFTER_S = 30
 DB_RETRY_DELAYS_S = (0.2, 0.5, 1.0, 2.0, 5.0)  # then every 5 s, within `Store.ride_out_s`
-DB_RIDE_OUT_S = 300.0  # how long a run waits out a database restart before giving up
+DB_RIDE_OUT_S = 300.0
+RATE_WINDOW_S = 60.0  # `status` reports the call rate over this last stretch
+EXPORT_CHUNK = 1000  # how long a run waits out a database restart before giving up
 
 # SQLSTATE classes that a retry can cure: connection exceptions, operator intervention
 # (a restart, pg_terminate_backend), serialization failures and deadlocks.
@@ -98,6 +112,7 @@ class ClaimedItem:
     mtime: float
     attempts: int
     raw_path: bytes | None = None  # the name's bytes, when they are not UTF-8
+    captured_at: datetime | None = None  # None until known: the worker then reads EXIF or mtime
 
 
 @dataclass
@@ -120,10 +135,19 @@ class JobSummary:
     calls: int  # API calls recorded over the job's life
     created_at: datetime
     last_activity: datetime | None
+    calls_per_s: float = 0.0  # over the last RATE_WINDOW_S, across every process of the job
 
     @property
     def total(self) -> int:
         return sum(self.counts.values())
+
+    @property
+    def eta_s(self) -> float | None:
+        """Seconds until the pending items are through, at the recent rate."""
+        left = self.counts["pending"] + self.counts["running"]
+        if not left:
+            return 0.0
+        return left / self.calls_per_s if self.calls_per_s > 0 else None
 
 
 class Store:
@@ -273,6 +297,8 @@ class Store:
                 "job_id": job.id,
                 "path": f.path,
                 "raw_path": f.raw_path,
+                "camera": f.camera,
+                "captured_at": f.captured_at,
                 "size": f.size,
                 "mtime": f.mtime,
                 "created_at": now,
@@ -287,6 +313,8 @@ class Store:
             set_={
                 "size": new.size,
                 "mtime": new.mtime,
+                "camera": new.camera,
+                "captured_at": new.captured_at,
                 "status": "pending",
                 "attempts": 0,
                 "error_code": None,
@@ -334,6 +362,7 @@ class Store:
                 items.c.mtime,
                 items.c.attempts,
                 items.c.raw_path,
+                items.c.captured_at,
             )
         )
         async with self._begin() as connection:
@@ -446,9 +475,118 @@ class Store:
                     .group_by(items.c.job_id, items.c.status, items.c.error_code)
                 )
             ).all()
+            since = utcnow() - timedelta(seconds=RATE_WINDOW_S)
+            recent = dict(
+                (
+                    await connection.execute(
+                        select(items.c.job_id, func.count())
+                        .select_from(attempts.join(items, items.c.id == attempts.c.item_id))
+                        .where(attempts.c.started_at >= since)
+                        .group_by(items.c.job_id)
+                    )
+                ).all()
+            )
         return [
-            _summary(job_row, [c for c in counts if c[0] == job_row.id]) for job_row in job_rows
+            _summary(
+                job_row,
+                [c for c in counts if c[0] == job_row.id],
+                recent.get(job_row.id, 0) / RATE_WINDOW_S,
+            )
+            for job_row in job_rows
         ]
+
+    @_retried
+    async def requeue(
+        self, job: Job, codes: Sequence[str] = (), *, include_done: bool = False
+    ) -> int:
+        """Failed items (only those with `codes`, which may name skipped items' reasons too)
+        back to pending with their attempts reset; `include_done` re-queues done items as
+        well, whose results stay until new ones replace them. The number re-queued."""
+        if codes:
+            chosen = and_(items.c.status.in_(("failed", "skipped")), items.c.error_code.in_(codes))
+        else:
+            chosen = items.c.status == "failed"
+        if include_done:
+            chosen = or_(chosen, items.c.status == "done")
+        async with self._begin() as connection:
+            result = await connection.execute(
+                update(items)
+                .where(items.c.job_id == job.id, chosen)
+                .values(
+                    status="pending",
+                    attempts=0,
+                    error_code=None,
+                    error_message=None,
+                    next_attempt_at=None,
+                    updated_at=utcnow(),
+                )
+            )
+        return result.rowcount or 0
+
+    async def reads(self, job: Job) -> AsyncIterator[Any]:
+        """Every plate read of the job as plate_reads' columns, streamed in item order."""
+        statement = (
+            select(
+                jobs.c.name.label("job"),
+                items.c.path,
+                plates.c.value,
+                plates.c.conf,
+                *(plates.c[k] for k in _BOX_COLUMNS),
+                recognitions.c.resolution,
+                recognitions.c.file_type,
+                recognitions.c.recognized_at,
+                items.c.camera,
+                items.c.captured_at,
+            )
+            .select_from(
+                plates.join(recognitions, recognitions.c.item_id == plates.c.item_id)
+                .join(items, items.c.id == plates.c.item_id)
+                .join(jobs, jobs.c.id == items.c.job_id)
+            )
+            .where(items.c.job_id == job.id)
+            .order_by(plates.c.item_id, plates.c.idx)
+        )
+        async with self._begin(writes=False) as connection:
+            rows = await connection.stream(statement.execution_options(yield_per=EXPORT_CHUNK))
+            async for row in rows:
+                yield row
+
+    async def known_states(self, job_name: str, paths: Sequence[str]) -> dict[str, str]:
+        """path -> status for those of `paths` the job has; {} for a fresh database."""
+        query = (
+            select(items.c.path, items.c.status)
+            .join(jobs, jobs.c.id == items.c.job_id)
+            .where(jobs.c.name == job_name, items.c.path.in_(paths))
+        )
+        try:
+            async with self._begin(writes=False) as connection:
+                return dict((await connection.execute(query)).all())
+        except DatabaseError:
+            if not await self._has_schema():
+                return {}
+            raise
+
+    async def count_pending(self, job_name: str) -> int:
+        """Items of the job a run would send (pending or left running); 0 if none yet."""
+        query = (
+            select(func.count())
+            .select_from(items.join(jobs, jobs.c.id == items.c.job_id))
+            .where(jobs.c.name == job_name, items.c.status.in_(("pending", "running")))
+        )
+        try:
+            async with self._begin(writes=False) as connection:
+                return (await connection.execute(query)).scalar_one()
+        except DatabaseError:
+            if not await self._has_schema():
+                return 0
+            raise
+
+    async def _has_schema(self) -> bool:
+        def check(connection: Any) -> bool:
+            return inspect(connection).has_table("items")
+
+        async with self._begin(writes=False) as connection:
+            return await connection.run_sync(check)
 
     async def query(self, sql: str, **params: Any) -> list[tuple[Any, ...]]:
         """Run a read-only SQL text (the demo's sample query, tests); rows as tuples."""
@@ -465,6 +603,7 @@ _SET_STATE = (
         error_code=bindparam("b_error_code"),
         error_message=bindparam("b_error_message"),
         next_attempt_at=bindparam("b_next_attempt_at"),
+        captured_at=func.coalesce(items.c.captured_at, bindparam("b_captured_at", type_=DateTime)),
         lease_owner=None,
         lease_expires_at=None,
         updated_at=bindparam("b_now"),
@@ -480,6 +619,7 @@ def _state_row(outcome: Outcome, now: datetime) -> dict[str, Any]:
         "b_error_code": outcome.error_code,
         "b_error_message": outcome.error_message,
         "b_next_attempt_at": outcome.next_attempt_at,
+        "b_captured_at": outcome.captured_at,
         "b_now": now,
     }
 
@@ -548,7 +688,7 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _summary(job_row: Any, rows: Sequence[Any]) -> JobSummary:
+def _summary(job_row: Any, rows: Sequence[Any], calls_per_s: float) -> JobSummary:
     counts = dict.fromkeys(STATUSES, 0)
     error_codes: dict[str, int] = {}
     calls = 0
@@ -560,7 +700,9 @@ def _summary(job_row: Any, rows: Sequence[Any]) -> JobSummary:
             error_codes[code] = error_codes.get(code, 0) + count
         if updated is not None and (last is None or updated > last):
             last = updated
-    return JobSummary(job_row.name, counts, error_codes, calls, job_row.created_at, last)
+    return JobSummary(
+        job_row.name, counts, error_codes, calls, job_row.created_at, last, calls_per_s
+    )
 
 
 __all__ = ["ClaimedItem", "Job", "JobSummary", "Store", "utcnow"]

@@ -8,6 +8,7 @@ whatever happens, so the claimer's count of outstanding items always comes back 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from datetime import datetime, timedelta
 
 import aiofiles
 
+from pipeline.capture import exif_taken_at, from_mtime
 from pipeline.client import NhnClient
 from pipeline.outcomes import Answer, Call, Kind, Outcome
 from pipeline.pacing import Breaker, OutageTooLong, RateGovernor
@@ -187,4 +189,7 @@ class WorkerPool:
         outcome = self.policy.outcome(item, answer, started_at, outage=outage)
         if outcome.status == "pending" and answer.kind is not Kind.FATAL:
             self.stats.retries += 1
+        if outcome.status == "done" and item.captured_at is None:
+            taken_at = exif_taken_at(checked) or from_mtime(item.mtime)
+            outcome = dataclasses.replace(outcome, captured_at=taken_at)
         return outcome

@@ -18,7 +18,7 @@ from tests.support.db import query
 ROOT = Path(__file__).resolve().parents[2]
 PLATE_READS_COLUMNS = [
     "job", "path", "value", "conf", "x1", "y1", "x2", "y2", "x3", "y3", "x4", "y4",
-    "resolution", "file_type", "recognized_at",
+    "resolution", "file_type", "recognized_at", "camera", "captured_at",
 ]  # fmt: skip
 
 
@@ -72,5 +72,46 @@ def test_platepipe_db_upgrade_creates_the_schema(db_url, platepipe_env):
     done = platepipe("db", "upgrade", "--db", db_url, env=platepipe_env)
 
     assert done.returncode == 0, done.stderr
-    assert "revision 0002" in done.stdout
+    assert "revision 0003" in done.stdout
     assert schema_differences(db_url)[0] == []
+
+
+def test_an_older_database_is_brought_up_to_date_with_its_data(db_url, platepipe_env):
+    from tests.support.cli import platepipe
+
+    assert alembic("upgrade", "0001", url=db_url).returncode == 0
+    insert_job = (
+        "INSERT INTO jobs (name, created_at, updated_at) "
+        "VALUES ('old', '2026-01-01 00:00:00', '2026-01-01 00:00:00')"
+    )
+    insert_item = (
+        "INSERT INTO items (job_id, path, size, mtime, status, attempts, created_at, updated_at) "
+        "SELECT id, '/a.jpg', 1, 0, 'done', 1, created_at, created_at FROM jobs"
+    )
+    for statement in (insert_job, insert_item):
+        done = subprocess.run(
+            [sys.executable, "-c", _EXECUTE, db_url, statement], capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+
+    status = platepipe("status", "--job", "old", "--db", db_url, env=platepipe_env)
+
+    assert status.returncode == 0, status.stderr
+    assert "done 1" in status.stdout
+    assert query(db_url, "SELECT version_num FROM alembic_version") == [("0003",)]
+    assert schema_differences(db_url)[0] == []
+
+
+_EXECUTE = """
+import asyncio, sys
+from sqlalchemy import text
+from pipeline.db import create_engine
+
+async def main():
+    engine = create_engine(sys.argv[1])
+    async with engine.begin() as connection:
+        await connection.execute(text(sys.argv[2]))
+    await engine.dispose()
+
+asyncio.run(main())
+"""

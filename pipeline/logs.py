@@ -1,0 +1,63 @@
+"""Logging for people (plain lines on stderr) or for log shippers (`--log-json`: one JSON
+object a line), with the secret key scrubbed from every record as a last line of defence."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+
+from pipeline.config import Secret
+
+QUIET_LOGGERS = ("aiohttp.access", "alembic")  # not an operator's business by default
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+class RedactSecret(logging.Filter):
+    def __init__(self, secret: Secret) -> None:
+        super().__init__()
+        self.secret = secret
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = self.secret.redact(message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
+
+
+def setup(*, verbose: bool = False, as_json: bool = False) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if as_json:
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def redact_everywhere(secret: Secret) -> None:
+    """Scrub `secret` from every record any handler of the root logger emits."""
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactSecret(secret))
+
+
+def quiet() -> None:
+    """Only warnings and errors: what `--quiet` leaves of the log."""
+    logging.getLogger().setLevel(logging.WARNING)
