@@ -25,7 +25,7 @@ from pipeline.capture import PathPattern, PatternError
 from pipeline.config import SETTINGS, ApiSettings, RunSettings, Secret, default_map
 from pipeline.config import read_config_file as read_config
 from pipeline.emulator import emulator_command
-from pipeline.errors import EXIT_STOPPED, ConfigError, PipelineError
+from pipeline.errors import EXIT_STOPPED, ConfigError, JobNotFoundError, PipelineError
 from pipeline.report import format_job, format_jobs_line, job_json
 from pipeline.store import Store
 
@@ -48,7 +48,7 @@ def run_async(main: Awaitable[T]) -> T:
 
 
 def fail(exc: PipelineError) -> NoReturn:
-    click.echo(f"platepipe: error: {exc}", err=True)
+    logs.error_line(str(exc))
     sys.exit(exc.exit_code)
 
 
@@ -405,7 +405,7 @@ async def execute_run(settings: RunSettings) -> int:
         await store.close()
     click.echo(format_report(report))
     if report.fatal:
-        click.echo(f"platepipe: error: {report.fatal}", err=True)
+        logs.error_line(report.fatal)
     return report.exit_code
 
 
@@ -424,7 +424,7 @@ async def status(store: Store, job: str | None, as_json: bool) -> None:
     """
     summaries = await store.summaries(job)
     if job and not summaries:
-        raise ConfigError(f"no job named {job!r}")
+        raise JobNotFoundError(f"no job named {job!r}")
     if as_json:
         click.echo(json.dumps([job_json(s) for s in summaries], indent=2))
         return
@@ -472,7 +472,7 @@ async def retry(store: Store, job: str, codes: tuple[str, ...], include_done: bo
     """
     found = await store.find_job(job)
     if found is None:
-        raise ConfigError(f"no job named {job!r}")
+        raise JobNotFoundError(f"no job named {job!r}")
     count = await store.requeue(found, codes, include_done=include_done)
     click.echo(f"{count} items of {job} are pending again; `platepipe run --job {job}` sends them")
 
@@ -499,7 +499,7 @@ async def export(store: Store, job: str, fmt: str, output: str | None) -> None:
 
     found = await store.find_job(job)
     if found is None:
-        raise ConfigError(f"no job named {job!r}")
+        raise JobNotFoundError(f"no job named {job!r}")
     if output is None:
         await export_reads(store, found, fmt, click.get_text_stream("stdout"))
         return
@@ -510,7 +510,8 @@ async def export(store: Store, job: str, fmt: str, output: str | None) -> None:
     click.echo(f"{rows} reads written to {output}", err=True)
 
 
-@cli.command("config")
+# `run`'s environment variables (PLATEPIPE_RUN_*), so that `config` shows what `run` gets.
+@cli.command("config", context_settings={"auto_envvar_prefix": "PLATEPIPE_RUN"})
 @run_options
 def show_config(**values: Any) -> None:
     """Print the effective settings of `run` and where each comes from; the secret redacted.

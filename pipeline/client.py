@@ -8,8 +8,11 @@ can carry the secret key.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
+import math
+import re
 import time
 from typing import Any
 
@@ -27,6 +30,7 @@ FATAL_CODES = frozenset({4000005, 4010001, 4000401})
 FATAL_HTTP_STATUSES = frozenset({401, 403, 404, 405})
 BOX_KEYS = ("x1", "y1", "x2", "y2", "x3", "y3", "x4", "y4")
 MESSAGE_MAX_CHARS = 500
+PLATE_VALUE_MAX_CHARS = 64
 
 
 def classify(code: int) -> Kind:
@@ -67,13 +71,13 @@ def parse_answer(
         doc = json.loads(body)
         header = doc["header"]
         code = int(header["resultCode"])
-        message = str(header.get("resultMessage") or "")
-    except (ValueError, TypeError, KeyError) as exc:
+        message = _text(header.get("resultMessage"), MESSAGE_MAX_CHARS) or ""
+    except (ValueError, TypeError, KeyError, OverflowError) as exc:
         reason = f"not the API's JSON ({type(exc).__name__}): {_snippet(body)}"
         return Answer(Kind.RETRY, "bad_response", reason, latency_s, http_status)
     kind = classify(code)
     if kind is not Kind.DONE:
-        return Answer(kind, str(code), message[:MESSAGE_MAX_CHARS], latency_s, http_status)
+        return Answer(kind, str(code), message, latency_s, http_status)
     try:
         recognition = _parse_result(doc["result"], body)
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
@@ -89,25 +93,50 @@ def _parse_result(result: dict[str, Any], body: bytes) -> Recognition:
     # without a value reads nothing and stays only in the raw response.
     plates = tuple(
         Plate(
-            value=None if v.get("value") is None else str(v["value"]),
-            conf=None if v.get("conf") is None else float(v["conf"]),
+            value=_text(v.get("value"), PLATE_VALUE_MAX_CHARS),
+            conf=_conf(v.get("conf")),
             box=_box(boxes[i]) if i < len(boxes) else None,
         )
         for i, v in enumerate(values)
     )
     return Recognition(
-        file_type=result.get("fileType"),
-        resolution=result.get("resolution"),
+        file_type=_text(result.get("fileType"), 8),
+        resolution=_text(result.get("resolution"), 16),
         plates=plates,
-        raw=body.decode("utf-8", errors="replace"),
+        raw=_clean(body.decode("utf-8", errors="replace")),
     )
+
+
+# Whatever a server sends must be storable: no NUL (PostgreSQL text refuses it), no control
+# characters, lengths within the columns, numbers within their types.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+INT32_MAX = 2**31 - 1
+
+
+def _clean(text: str) -> str:
+    return _CONTROL.sub("", text)
+
+
+def _text(value: Any, max_chars: int) -> str | None:
+    return None if value is None else _clean(str(value))[:max_chars]
+
+
+def _conf(value: Any) -> float | None:
+    try:
+        conf = float(value)
+    except (TypeError, ValueError):
+        return None
+    return conf if math.isfinite(conf) else None
 
 
 def _box(box: dict[str, Any]) -> tuple[int, int, int, int, int, int, int, int] | None:
     try:
-        return tuple(int(box[k]) for k in BOX_KEYS)  # type: ignore[return-value]
-    except (KeyError, TypeError, ValueError):
+        corners = tuple(int(box[k]) for k in BOX_KEYS)
+    except (KeyError, TypeError, ValueError, OverflowError):
         return None
+    if any(abs(c) > INT32_MAX for c in corners):
+        return None
+    return corners  # type: ignore[return-value]
 
 
 def _seconds(retry_after: str | None) -> float | None:
@@ -119,7 +148,7 @@ def _seconds(retry_after: str | None) -> float | None:
 
 
 def _snippet(body: bytes) -> str:
-    return body[:200].decode("utf-8", errors="replace")
+    return _clean(body[:200].decode("utf-8", errors="replace"))
 
 
 class NhnClient:
@@ -158,13 +187,25 @@ class NhnClient:
                 body = await response.read()
                 latency_s = time.monotonic() - started
                 retry_after = response.headers.get("Retry-After")
-                return parse_answer(response.status, body, latency_s, retry_after)
+                answer = parse_answer(response.status, body, latency_s, retry_after)
+                return self._redacted(answer)
         except TimeoutError:
             return self._transport("timeout", "no answer in time", started)
         except aiohttp.ClientConnectionError as exc:
             return self._transport("connection", f"{type(exc).__name__}: {exc}", started)
         except aiohttp.ClientError as exc:
             return self._transport("client_error", f"{type(exc).__name__}: {exc}", started)
+
+    def _redacted(self, answer: Answer) -> Answer:
+        """A gateway page may echo our request headers, the secret among them."""
+        secret = self._api.secret_key.reveal()
+        if secret in answer.message:
+            answer = dataclasses.replace(answer, message=self.redact(answer.message))
+        recognition = answer.recognition
+        if recognition is not None and secret in recognition.raw:
+            recognition = dataclasses.replace(recognition, raw=self.redact(recognition.raw))
+            answer = dataclasses.replace(answer, recognition=recognition)
+        return answer
 
     def redact(self, text: str) -> str:
         """`text` made safe to log or store: the secret key replaced by `***`."""

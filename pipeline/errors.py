@@ -4,8 +4,7 @@
     ├── ConfigError               bad settings or credentials missing (exit 1)
     ├── DatabaseError             the database is unreachable or refused a statement (exit 1)
     ├── JobBusyError              another live run holds the job (exit 1)
-    ├── JobNotFoundError          continuing a job that does not exist (exit 2)
-    └── FatalApiError             the API said stop: bad credentials, service not enabled (exit 1)
+    └── JobNotFoundError          naming a job that does not exist (exit 2)
 
 aiohttp and SQLAlchemy errors are translated into these at the boundary (client.py, store.py), so
 the CLI can print one line and exit with the documented code, never a traceback.
@@ -50,11 +49,3 @@ class JobNotFoundError(PipelineError):
     """A job was named for continuing, but no job of that name exists."""
 
     exit_code = EXIT_USAGE
-
-
-class FatalApiError(PipelineError):
-    """The API answered with a code that means no further call can succeed."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"the API refused the run: {code} {message}".strip())
-        self.code = code

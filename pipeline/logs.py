@@ -39,7 +39,12 @@ class RedactSecret(logging.Filter):
         return True
 
 
+_json_mode = False
+
+
 def setup(*, verbose: bool = False, as_json: bool = False) -> None:
+    global _json_mode
+    _json_mode = as_json
     handler = logging.StreamHandler(sys.stderr)
     if as_json:
         handler.setFormatter(JsonFormatter())
@@ -61,3 +66,12 @@ def redact_everywhere(secret: Secret) -> None:
 def quiet() -> None:
     """Only warnings and errors: what `--quiet` leaves of the log."""
     logging.getLogger().setLevel(logging.WARNING)
+
+
+def error_line(message: str) -> None:
+    """The one line a failed command ends with: plain on stderr, or JSON with --log-json so
+    that a log shipper reading stderr never meets a line it cannot parse."""
+    if _json_mode:
+        logging.getLogger("platepipe").error(message)
+    else:
+        sys.stderr.write(f"platepipe: error: {message}\n")

@@ -28,6 +28,7 @@ DECREASE_COOLDOWN_S = 1.0  # the API's limit is per second: one halving per over
 RECOVER_FRACTION_PER_S = 0.05  # additive increase: 5 % of the ceiling per quiet second
 MIN_RATE_PER_S = 0.2
 THROTTLE_CODES = frozenset({"4000006", "http_429"})
+MAX_RETRY_AFTER_S = 300.0  # a gateway asking for an hour gets five minutes, then a probe
 
 OUTAGE_CODES_PREFIXES = ("connection", "timeout", "http_5", "client_error")
 OUTAGE_AFTER_FAILURES = 8  # consecutive outage-like answers across the pool
@@ -43,7 +44,8 @@ def is_outage(answer: Answer) -> bool:
 
 
 class RateGovernor:
-    def __init__(self, ceiling_per_s: float) -> None:
+    def __init__(self, ceiling_per_s: float, stop: asyncio.Event | None = None) -> None:
+        self._stop = stop or asyncio.Event()  # every wait here ends early when it is set
         self.ceiling_per_s = ceiling_per_s
         self.current_per_s = ceiling_per_s
         self._limiter = AsyncLimiter(1, 1.0 / ceiling_per_s)
@@ -54,25 +56,39 @@ class RateGovernor:
         self.throttled = 0  # how many times the pool was slowed down
 
     async def acquire(self) -> None:
-        """Wait for this worker's turn to send one request."""
+        """Wait for this worker's turn to send one request (or for the run to stop)."""
         while (pause := self._paused_until - time.monotonic()) > 0:
-            await asyncio.sleep(pause)
+            if await self._stopped_within(pause):
+                return
         self._recover()
         if self.current_per_s < self.ceiling_per_s:
             # Throttled: space requests at the reduced rate, reserving slots in arrival order.
             now = time.monotonic()
             slot = max(self._next_slot, now)
             self._next_slot = slot + 1.0 / self.current_per_s
-            if slot > now:
-                await asyncio.sleep(slot - now)
-        await self._limiter.acquire()
+            if slot > now and await self._stopped_within(slot - now):
+                return
+        if self._limiter.has_capacity():
+            await self._limiter.acquire()  # the common case: no wait, no extra task
+            return
+        turn = asyncio.ensure_future(self._limiter.acquire())
+        stopped = asyncio.ensure_future(self._stop.wait())
+        await asyncio.wait({turn, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        for waiter in (turn, stopped):
+            waiter.cancel()
+
+    async def _stopped_within(self, seconds: float) -> bool:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), seconds)
+        return self._stop.is_set()
 
     def on_answer(self, answer: Answer) -> None:
         if not is_throttle(answer):
             return
         now = time.monotonic()
         if answer.retry_after_s:
-            self._paused_until = max(self._paused_until, now + answer.retry_after_s)
+            pause_s = min(answer.retry_after_s, MAX_RETRY_AFTER_S)
+            self._paused_until = max(self._paused_until, now + pause_s)
         if now - self._last_decrease < DECREASE_COOLDOWN_S:
             return
         self._recover()

@@ -16,9 +16,10 @@ import logging
 import signal
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from pipeline.capture import PathPattern
 from pipeline.client import NhnClient
@@ -38,7 +39,6 @@ HEARTBEAT_EVERY_S = 10.0
 IDLE_POLL_S = 0.5  # how often an idle claimer looks again when waiting for retries or the scan
 QUEUE_PER_WORKER = 2
 REFILL_POLL_S = 0.01
-LEFT_RECOUNT_S = 5.0  # how often progress recounts what is left of the job
 
 
 @dataclass
@@ -61,8 +61,8 @@ class RunReport:
         if self.fatal:
             return EXIT_FATAL
         counts = self.job.counts
-        if self.stopped_by or counts["pending"] or counts["running"]:
-            return EXIT_STOPPED
+        if counts["pending"] or counts["running"]:
+            return EXIT_STOPPED  # stopped early, or another process still works on it
         if counts["failed"]:
             return EXIT_FAILED_ITEMS
         return EXIT_OK
@@ -125,13 +125,13 @@ async def _run_stages(run: _Run) -> PoolStats:
     claimed: asyncio.Queue[ClaimedItem | None] = asyncio.Queue(
         maxsize=max(settings.concurrency * QUEUE_PER_WORKER, 8)
     )
-    writer = Writer(run.store, run.on_committed)
+    writer = Writer(run.store, run.job, run.worker_id, run.on_committed)
     policy = RetryPolicy(settings.max_attempts, settings.backoff_base_s, settings.backoff_cap_s)
     workers: list[asyncio.Task] = []
     async with NhnClient(settings.api, connections=settings.concurrency) as client:
         pool = WorkerPool(
             client,
-            RateGovernor(settings.rate_per_s),
+            RateGovernor(settings.rate_per_s, run.stop),
             run.breaker,
             policy,
             claimed,
@@ -151,39 +151,60 @@ async def _run_stages(run: _Run) -> PoolStats:
                 asyncio.create_task(_stop_at_end_of_window(run), name="window"),
             ]
             if not settings.quiet and (settings.live_progress or settings.progress_every_s > 0):
-                side_tasks.append(asyncio.create_task(_progress(run, pool.stats), name="progress"))
+                # Counted once, before the scan adds to it; then kept in memory, since a count
+                # on the single SQLite connection of a large job holds up claimer and writer.
+                left = (await run.store.pending_state(run.job, run.worker_id)).left
+                progress = _progress(run, pool.stats, left)
+                side_tasks.append(asyncio.create_task(progress, name="progress"))
+            critical = [writer_task]  # a stage whose death must end the run with its error
             if settings.roots:
-                side_tasks.append(asyncio.create_task(_scan(run), name="scanner"))
+                critical.append(asyncio.create_task(_scan(run), name="scanner"))
             else:
                 run.scan.finished = True
             try:
-                await _watch(writer_task, _claim(run, claimed))
+                await _watch(_claim(run, claimed), critical)
             finally:
                 # Items not started stay leased to this run; `release` makes them pending.
                 while not claimed.empty():
                     claimed.get_nowait()
                 for _ in workers:
                     claimed.put_nowait(None)
-                await asyncio.gather(*workers, return_exceptions=True)
+                await _finish_workers(workers, writer_task)
                 if not writer_task.done():
                     await writer.queue.put(None)
-                for task in side_tasks:
+                for task in side_tasks + critical[1:]:
                     task.cancel()
-                await asyncio.gather(*side_tasks, return_exceptions=True)
+                await asyncio.gather(*side_tasks, *critical[1:], return_exceptions=True)
                 await writer_task  # raises the writer's DatabaseError, if it had one
     return pool.stats
 
 
-async def _watch(writer_task: asyncio.Task, claimer) -> None:
-    """Run the claimer; if the writer dies first, stop at once with its error."""
+async def _watch(claimer: Coroutine[Any, Any, None], critical: list[asyncio.Task]) -> None:
+    """Run the claimer to its end; if a critical stage (writer, scanner) fails first, stop at
+    once and raise its error, so a run that cannot store or enqueue never ends in success."""
     claim_task = asyncio.create_task(claimer, name="claimer")
-    done, _ = await asyncio.wait({claim_task, writer_task}, return_when=asyncio.FIRST_COMPLETED)
-    if writer_task in done and not claim_task.done():
-        claim_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await claim_task
-        writer_task.result()
+    watched = {claim_task, *critical}
+    while not claim_task.done():
+        done, watched = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+        failed = [t for t in done if t is not claim_task and t.exception() is not None]
+        if failed:
+            claim_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await claim_task
+            raise failed[0].exception()  # type: ignore[misc]
     await claim_task
+
+
+async def _finish_workers(workers: list[asyncio.Task], writer_task: asyncio.Task) -> None:
+    """Let the workers end their calls; should the writer die meanwhile, workers blocked on
+    its full queue would wait forever: cancel them (their items go back to pending)."""
+    finished = asyncio.gather(*workers, return_exceptions=True)
+    await asyncio.wait({finished, writer_task}, return_when=asyncio.FIRST_COMPLETED)
+    if not finished.done():
+        if writer_task.done():
+            for worker in workers:
+                worker.cancel()
+        await finished
 
 
 async def _claim(run: _Run, claimed: asyncio.Queue[ClaimedItem | None]) -> None:
@@ -260,21 +281,20 @@ async def _heartbeat(run: _Run) -> None:
             log.warning("heartbeat failed: %s", exc)
 
 
-async def _progress(run: _Run, stats: PoolStats) -> None:
+async def _progress(run: _Run, stats: PoolStats, left_at_start: int) -> None:
     """Report progress: a live panel on a terminal, else a log line every N seconds."""
     live = run.settings.live_progress
     every_s = LIVE_REFRESH_S if live else run.settings.progress_every_s
     last_calls, last_at = 0, time.monotonic()
-    left, counted_at = None, 0.0
     with LiveProgress() if live else LineProgress() as reporter:
         while True:
             await asyncio.sleep(every_s)
             now = time.monotonic()
-            if now - counted_at >= LEFT_RECOUNT_S:  # a count on a large job is not free
-                left, counted_at = (await run.store.pending_state(run.job, run.worker_id)).left, now
             rate = (stats.calls - last_calls) / (now - last_at)
             last_calls, last_at = stats.calls, now
             c = run.committed
+            finished = c.get("done", 0) + c.get("failed", 0) + c.get("skipped", 0)
+            left = max(left_at_start + run.scan.queued - finished, 0)
             reporter.show(
                 Snapshot(
                     scanned=run.scan.files,
@@ -302,7 +322,7 @@ def _signals_stop(run: _Run, on_second: Callable[[], object]):
 
     def on_signal(signum: int) -> None:
         name = signal.Signals(signum).name
-        if run.stop.is_set() and run.stopped_by in ("SIGINT", "SIGTERM"):
+        if run.stop.is_set():  # stopping already (a signal, a deadline, ...): hurry up
             log.warning("%s again: cancelling in-flight calls", name)
             on_second()
             return

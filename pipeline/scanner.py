@@ -69,7 +69,8 @@ def _matches(compiled: tuple, name: str, relpath: str) -> bool:
 
 @dataclass
 class ScanStats:
-    files: int = 0  # files matched and enqueued (new, known, or changed since)
+    files: int = 0  # files matched (new, known, or changed since)
+    queued: int = 0  # of those, queued by this scan: new, or changed since
     unreadable_dirs: int = 0
     finished: bool = False
 
@@ -93,27 +94,26 @@ def walk(
         stack = [(root, "")]
         while stack:
             folder, rel_folder = stack.pop()
+            subfolders: list[tuple[str, str]] = []
             try:
+                # Entries one at a time: a flat folder of a million frames is never a list.
                 with os.scandir(folder) as entries:
-                    listed = list(entries)
+                    for entry in entries:
+                        rel = f"{rel_folder}/{entry.name}" if rel_folder else entry.name
+                        try:
+                            if entry.is_dir(follow_symlinks=False):
+                                if not keep.excludes(entry.name, rel):
+                                    subfolders.append((entry.path, rel))
+                                continue
+                        except OSError:
+                            continue
+                        if keep.includes(entry.name, rel):
+                            found = _found(entry.path, stats, capture)
+                            if found is not None:
+                                yield found
             except OSError as exc:
                 stats.unreadable_dirs += 1
                 log.warning("cannot list %s: %s", _shown(folder), exc.strerror or exc)
-                continue
-            subfolders = []
-            for entry in listed:
-                rel = f"{rel_folder}/{entry.name}" if rel_folder else entry.name
-                try:
-                    if entry.is_dir(follow_symlinks=False):
-                        if not keep.excludes(entry.name, rel):
-                            subfolders.append((entry.path, rel))
-                        continue
-                except OSError:
-                    continue
-                if keep.includes(entry.name, rel):
-                    found = _found(entry.path, stats, capture)
-                    if found is not None:
-                        yield found
             stack.extend(reversed(subfolders))
 
 
@@ -155,6 +155,6 @@ async def scan_into(
     """Walk `roots` and enqueue what `keep` includes in batches, calling `on_batch` after each."""
     files = walk(roots, keep, stats, capture)
     while batch := await asyncio.to_thread(lambda: list(islice(files, SCAN_BATCH_FILES))):
-        await store.add_items(job, batch)
+        stats.queued += await store.add_items(job, batch)
         on_batch()
     stats.finished = True

@@ -47,6 +47,7 @@ jobs = Table(
     metadata,
     Column("id", Integer, primary_key=True),
     Column("name", String(200), nullable=False),
+    Column("calls", BigInteger, nullable=False, server_default="0"),  # API calls, every run
     Column("created_at", DateTime, nullable=False),
     Column("updated_at", DateTime, nullable=False),
     UniqueConstraint("name"),
@@ -83,7 +84,7 @@ items = Table(
     Column("next_attempt_at", DateTime),
     # Where and when the picture was taken: from the path pattern, else EXIF, else mtime
     # (the camera's local wall-clock time, as the archive records it).
-    Column("camera", String(200)),
+    Column("camera", Text),
     Column("captured_at", DateTime),
     Column("lease_owner", String(36)),
     Column("lease_expires_at", DateTime),
@@ -91,8 +92,8 @@ items = Table(
     Column("updated_at", DateTime, nullable=False),
     UniqueConstraint("job_id", "path"),
     CheckConstraint(f"status IN ({', '.join(repr(s) for s in STATUSES)})", name="status"),
-    # Covers the claim (job, status, then id order, since the rowid rides along) and `status`.
-    Index(None, "job_id", "status"),
+    # Covers the claim (job, status, in id order) and `status`'s counts.
+    Index(None, "job_id", "status", "id"),
 )
 
 recognitions = Table(

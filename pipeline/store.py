@@ -46,9 +46,9 @@ log = logging.getLogger(__name__)
 LEASE_SECONDS = 300
 WORKER_DEAD_AFTER_S = 30
 DB_RETRY_DELAYS_S = (0.2, 0.5, 1.0, 2.0, 5.0)  # then every 5 s, within `Store.ride_out_s`
-DB_RIDE_OUT_S = 300.0
+DB_RIDE_OUT_S = 300.0  # how long a run waits out a database restart before giving up
 RATE_WINDOW_S = 60.0  # `status` reports the call rate over this last stretch
-EXPORT_CHUNK = 1000  # how long a run waits out a database restart before giving up
+EXPORT_CHUNK = 1000  # rows fetched at a time while exporting
 
 # SQLSTATE classes that a retry can cure: connection exceptions, operator intervention
 # (a restart, pg_terminate_backend), serialization failures and deadlocks.
@@ -285,12 +285,15 @@ class Store:
     # -- the queue ----------------------------------------------------------------------------
 
     @_retried
-    async def add_items(self, job: Job, found: Sequence[Found]) -> None:
-        """Enqueue found files. A path already in the job keeps its state, unless the file
-        changed (size or mtime) since: then it is queued again, its old result kept until a
-        new one replaces it. An item in flight is left alone."""
+    async def add_items(self, job: Job, found: Sequence[Found]) -> int:
+        """Enqueue found files; the number queued (new, or changed since they were seen).
+
+        A path already in the job keeps its state, unless the file changed (size or mtime)
+        since: then it is queued again and its old reads, which describe the old file, go.
+        An item in flight is left alone.
+        """
         if not found:
-            return
+            return 0
         now = utcnow()
         rows = [
             {
@@ -326,9 +329,15 @@ class Store:
                 or_(items.c.size != new.size, items.c.mtime != new.mtime),
                 items.c.status != "running",
             ),
-        )
+        ).returning(items.c.id)
         async with self._begin() as connection:
-            await connection.execute(statement, rows)
+            queued = [item_id for (item_id,) in await connection.execute(statement, rows)]
+            if queued:  # changed files among them: their old reads describe the old file
+                await connection.execute(delete(plates).where(plates.c.item_id.in_(queued)))
+                await connection.execute(
+                    delete(recognitions).where(recognitions.c.item_id.in_(queued))
+                )
+        return len(queued)
 
     @_retried
     async def claim_batch(self, job: Job, worker_id: str, limit: int) -> list[ClaimedItem]:
@@ -415,12 +424,15 @@ class Store:
     # -- results ------------------------------------------------------------------------------
 
     @_retried
-    async def record_outcomes(self, outcomes: Sequence[Outcome]) -> None:
-        """Store a batch in one transaction: recognitions, plates and item states together.
+    async def record_outcomes(
+        self, outcomes: Sequence[Outcome], job: Job, worker_id: str | None = None
+    ) -> None:
+        """Store a batch in one transaction: recognitions, plates, item states, the calls.
 
         A recognition replaces any earlier one of the same item, so an item processed twice
-        still has exactly one. A non-done outcome only applies to an item still `running`, so
-        a late failure never undoes a result another worker stored.
+        still has exactly one. A non-done outcome only applies to an item still `running`
+        (under `worker_id`'s lease, when given), so a late failure never undoes a result or a
+        claim of another worker.
         """
         now = utcnow()
         done = [o for o in outcomes if o.status == "done"]
@@ -438,13 +450,20 @@ class Store:
                     await connection.execute(insert(plates), plate_rows)
                 await connection.execute(_SET_STATE, [_state_row(o, now) for o in done])
             if other:
+                still_ours = [items.c.status == "running"]
+                if worker_id is not None:
+                    still_ours.append(items.c.lease_owner == worker_id)
                 await connection.execute(
-                    _SET_STATE.where(items.c.status == "running"),
-                    [_state_row(o, now) for o in other],
+                    _SET_STATE.where(*still_ours), [_state_row(o, now) for o in other]
                 )
             attempt_rows = [_attempt_row(o) for o in outcomes if o.call is not None]
             if attempt_rows:
                 await connection.execute(insert(attempts), attempt_rows)
+                await connection.execute(
+                    update(jobs)
+                    .where(jobs.c.id == job.id)
+                    .values(calls=jobs.c.calls + len(attempt_rows), updated_at=now)
+                )
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -455,7 +474,7 @@ class Store:
         async with self._begin(writes=False) as connection:
             job_rows = (
                 await connection.execute(
-                    select(jobs.c.id, jobs.c.name, jobs.c.created_at)
+                    select(jobs.c.id, jobs.c.name, jobs.c.created_at, jobs.c.calls)
                     .where(*job_filter)
                     .order_by(jobs.c.id)
                 )
@@ -475,22 +494,23 @@ class Store:
                     .group_by(items.c.job_id, items.c.status, items.c.error_code)
                 )
             ).all()
-            since = utcnow() - timedelta(seconds=RATE_WINDOW_S)
-            recent = dict(
-                (
+            now = utcnow()
+            recent = {
+                job_id: (calls, first)
+                for job_id, calls, first in (
                     await connection.execute(
-                        select(items.c.job_id, func.count())
+                        select(items.c.job_id, func.count(), func.min(attempts.c.started_at))
                         .select_from(attempts.join(items, items.c.id == attempts.c.item_id))
-                        .where(attempts.c.started_at >= since)
+                        .where(attempts.c.started_at >= now - timedelta(seconds=RATE_WINDOW_S))
                         .group_by(items.c.job_id)
                     )
                 ).all()
-            )
+            }
         return [
             _summary(
                 job_row,
                 [c for c in counts if c[0] == job_row.id],
-                recent.get(job_row.id, 0) / RATE_WINDOW_S,
+                _rate(*recent.get(job_row.id, (0, None)), now),
             )
             for job_row in job_rows
         ]
@@ -558,13 +578,8 @@ class Store:
             .join(jobs, jobs.c.id == items.c.job_id)
             .where(jobs.c.name == job_name, items.c.path.in_(paths))
         )
-        try:
-            async with self._begin(writes=False) as connection:
-                return dict((await connection.execute(query)).all())
-        except DatabaseError:
-            if not await self._has_schema():
-                return {}
-            raise
+        rows = await self._read_if_schema(query)
+        return dict(rows) if rows is not None else {}
 
     async def count_pending(self, job_name: str) -> int:
         """Items of the job a run would send (pending or left running); 0 if none yet."""
@@ -573,20 +588,20 @@ class Store:
             .select_from(items.join(jobs, jobs.c.id == items.c.job_id))
             .where(jobs.c.name == job_name, items.c.status.in_(("pending", "running")))
         )
-        try:
-            async with self._begin(writes=False) as connection:
-                return (await connection.execute(query)).scalar_one()
-        except DatabaseError:
-            if not await self._has_schema():
-                return 0
-            raise
+        rows = await self._read_if_schema(query)
+        return rows[0][0] if rows is not None else 0
 
-    async def _has_schema(self) -> bool:
-        def check(connection: Any) -> bool:
+    async def _read_if_schema(self, query: Any) -> list[Any] | None:
+        """The query's rows, or None when the database has no schema yet (a dry run on a
+        database no run has used): read-only commands do not create it."""
+
+        def has_schema(connection: Any) -> bool:
             return inspect(connection).has_table("items")
 
         async with self._begin(writes=False) as connection:
-            return await connection.run_sync(check)
+            if not await connection.run_sync(has_schema):
+                return None
+            return list((await connection.execute(query)).all())
 
     async def query(self, sql: str, **params: Any) -> list[tuple[Any, ...]]:
         """Run a read-only SQL text (the demo's sample query, tests); rows as tuples."""
@@ -673,9 +688,10 @@ def _plate_rows(done: Iterable[Outcome]) -> Iterable[dict[str, Any]]:
 
 
 def _is_dead(worker: Any, host: str, now: datetime) -> bool:
-    if (now - worker.heartbeat_at).total_seconds() > WORKER_DEAD_AFTER_S:
-        return True
-    return worker.host == host and not _pid_alive(worker.pid)
+    """On this host the pid says it for sure; elsewhere, a heartbeat that stopped."""
+    if worker.host == host:
+        return not _pid_alive(worker.pid)
+    return (now - worker.heartbeat_at).total_seconds() > WORKER_DEAD_AFTER_S
 
 
 def _pid_alive(pid: int) -> bool:
@@ -688,20 +704,29 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _rate(calls: int, first: datetime | str | None, now: datetime) -> float:
+    """Calls a second over the window, or over the part of it since the job's first call in
+    it, so a run that began a few seconds ago is not reported at a fraction of its pace."""
+    if not calls or first is None:
+        return 0.0
+    if isinstance(first, str):  # SQLite hands back text from an aggregate
+        first = datetime.fromisoformat(first)
+    elapsed_s = (now - first).total_seconds()
+    return calls / min(max(elapsed_s, 1.0), RATE_WINDOW_S)
+
+
 def _summary(job_row: Any, rows: Sequence[Any], calls_per_s: float) -> JobSummary:
     counts = dict.fromkeys(STATUSES, 0)
     error_codes: dict[str, int] = {}
-    calls = 0
     last: datetime | None = None
-    for _job_id, status, code, count, item_attempts, updated in rows:
+    for _job_id, status, code, count, _attempts, updated in rows:
         counts[status] += count
-        calls += item_attempts or 0
         if code is not None and status in ("failed", "skipped"):
             error_codes[code] = error_codes.get(code, 0) + count
         if updated is not None and (last is None or updated > last):
             last = updated
     return JobSummary(
-        job_row.name, counts, error_codes, calls, job_row.created_at, last, calls_per_s
+        job_row.name, counts, error_codes, job_row.calls, job_row.created_at, last, calls_per_s
     )
 
 

@@ -20,7 +20,7 @@ import aiofiles
 from pipeline.capture import exif_taken_at, from_mtime
 from pipeline.client import NhnClient
 from pipeline.outcomes import Answer, Call, Kind, Outcome
-from pipeline.pacing import Breaker, OutageTooLong, RateGovernor
+from pipeline.pacing import Breaker, OutageTooLong, RateGovernor, is_throttle
 from pipeline.store import ClaimedItem, utcnow
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,11 @@ class RetryPolicy:
         if outage and answer.kind is Kind.RETRY:
             call = Call(started_at, answer, "paused")
             return Outcome(item.id, "pending", item.attempts, *error, call=call)
+        if is_throttle(answer):
+            # Refused for the API's call limit: the pool slows down; the image did no wrong.
+            call = Call(started_at, answer, "throttled")
+            later = self.next_attempt_at(1, utcnow())
+            return Outcome(item.id, "pending", item.attempts, *error, later, call=call)
         limit = self.max_attempts
         if answer.kind is Kind.UNKNOWN:
             limit = min(limit, UNKNOWN_CODE_MAX_ATTEMPTS)

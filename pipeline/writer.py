@@ -13,8 +13,9 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
+from pipeline.errors import DatabaseError
 from pipeline.outcomes import Outcome
-from pipeline.store import Store
+from pipeline.store import Job, Store
 
 log = logging.getLogger(__name__)
 
@@ -26,12 +27,16 @@ class Writer:
     def __init__(
         self,
         store: Store,
+        job: Job,
+        worker_id: str,
         on_committed: Callable[[Sequence[Outcome]], None],
         *,
         batch_size: int = WRITER_BATCH_OUTCOMES,
         linger_s: float = WRITER_LINGER_S,
     ) -> None:
         self.store = store
+        self.job = job
+        self.worker_id = worker_id
         self.on_committed = on_committed
         self.batch_size = batch_size
         self.linger_s = linger_s
@@ -69,5 +74,30 @@ class Writer:
         return False
 
     async def _commit(self, batch: Sequence[Outcome]) -> None:
-        await self.store.record_outcomes(batch)  # retried by the store through restarts
+        try:
+            await self._record(batch)  # retried by the store through restarts
+        except DatabaseError as exc:
+            if exc.transient:
+                raise  # the database stayed away past the ride-out: the run stops
+            # Something in the batch cannot be stored (an answer too odd for its column,
+            # say). Store the rest one by one rather than lose the whole batch.
+            log.warning("storing %d results one by one: %s", len(batch), exc)
+            batch = [await self._commit_alone(outcome) for outcome in batch]
         self.on_committed(batch)
+
+    async def _record(self, outcomes: Sequence[Outcome]) -> None:
+        await self.store.record_outcomes(outcomes, self.job, self.worker_id)
+
+    async def _commit_alone(self, outcome: Outcome) -> Outcome:
+        try:
+            await self._record([outcome])
+            return outcome
+        except DatabaseError as exc:
+            if exc.transient:
+                raise
+            log.error("item %d: its result cannot be stored: %s", outcome.item_id, exc)
+            failed = Outcome(
+                outcome.item_id, "failed", outcome.attempts, "store_error", str(exc)[:500]
+            )
+            await self._record([failed])
+            return failed

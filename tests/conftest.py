@@ -131,3 +131,24 @@ def platepipe_env(secret_key: str) -> dict[str, str]:
     """The environment a user's cron job would give platepipe (endpoint added per test)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NHN_OCR_", "PLATEPIPE_"))}
     return {**env, "NHN_OCR_APP_KEY": APP_KEY, "NHN_OCR_SECRET_KEY": secret_key}
+
+
+@pytest.fixture
+def start_odd_server() -> Iterator[Callable[[str], str]]:
+    """Start tests/support/odd_server.py in a MODE; its URL. Stopped after the test."""
+    started: list[subprocess.Popen[str]] = []
+
+    def start(mode: str) -> str:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tests.support.odd_server", mode],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=Path(__file__).resolve().parents[1],
+        )
+        started.append(process)
+        return json.loads(process.stdout.readline())["url"]
+
+    yield start
+    for process in started:
+        process.terminate()
+        process.communicate(timeout=10)

@@ -1,4 +1,5 @@
-"""Capture metadata: camera and capture time per item, as columns of plate_reads too.
+"""Capture metadata (camera, capture time) per item and in plate_reads; a job's call count;
+the claim's index in id order.
 
 Revision ID: 0003
 Revises: 0002
@@ -42,8 +43,13 @@ JOIN jobs j ON j.id = i.job_id
 
 
 def upgrade() -> None:
-    op.add_column("items", sa.Column("camera", sa.String(200)))
+    op.add_column("items", sa.Column("camera", sa.Text()))
     op.add_column("items", sa.Column("captured_at", sa.DateTime()))
+    op.add_column("jobs", sa.Column("calls", sa.BigInteger(), server_default="0", nullable=False))
+    # PostgreSQL walks (job, status) in id order only if id is in the index; without it, each
+    # claim on a large, mostly done job filtered through every done row.
+    op.drop_index("ix_items_job_id_status", table_name="items")
+    op.create_index("ix_items_job_id_status_id", "items", ["job_id", "status", "id"])
     # `status` reads the recent call rate from here.
     op.create_index("ix_attempts_started_at", "attempts", ["started_at"])
     op.execute("DROP VIEW plate_reads")
@@ -54,5 +60,8 @@ def downgrade() -> None:
     op.execute("DROP VIEW plate_reads")
     op.execute(PLATE_READS_0001)
     op.drop_index("ix_attempts_started_at", table_name="attempts")
+    op.drop_index("ix_items_job_id_status_id", table_name="items")
+    op.create_index("ix_items_job_id_status", "items", ["job_id", "status"])
+    op.execute("ALTER TABLE jobs DROP COLUMN calls")
     op.execute("ALTER TABLE items DROP COLUMN captured_at")
     op.execute("ALTER TABLE items DROP COLUMN camera")

@@ -48,10 +48,12 @@ def test_a_quarter_of_faults_of_every_kind_loses_nothing(
         "GROUP BY i.path, i.attempts HAVING count(a.id) <> i.attempts",
     )
     assert wrong == []
-    codes = Counter(
-        c for (c,) in query(db_url, "SELECT code FROM attempts WHERE outcome = 'retry'")
-    )
+    retried = "SELECT code FROM attempts WHERE outcome IN ('retry', 'throttled')"
+    codes = Counter(c for (c,) in query(db_url, retried))
     assert {"timeout", "bad_response", "http_502", "http_503", "4000006"} <= set(codes)
+    # A refusal for the call limit costs the image no attempt: the pool slows down instead.
+    throttled = query(db_url, "SELECT DISTINCT outcome FROM attempts WHERE code = '4000006'")
+    assert throttled == [("throttled",)]
 
 
 def test_a_rate_limited_api_makes_the_pool_slow_down(

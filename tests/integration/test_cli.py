@@ -102,7 +102,7 @@ def test_status_jobs_and_json(small_corpus, db_url, start_emulator, platepipe_en
         code: list(small_corpus.bad.values()).count(code) for code in small_corpus.bad.values()
     }
     missing = platepipe("status", "--job", "nope", env=env)
-    assert_one_line_error(missing, 1)
+    assert_one_line_error(missing, 2)
 
 
 def test_a_second_run_of_a_live_job_exits_at_once(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -298,3 +299,127 @@ def test_runs_sharing_one_sqlite_file_never_see_it_locked(
     assert all(p.returncode == 0 for p in polls) and polls
     counts = dict(query(sqlite_url, "SELECT status, count(*) FROM items GROUP BY status"))
     assert counts["done"] == len(first.images) + len(second.images)
+
+
+def test_answers_too_odd_for_the_columns_are_stored_cleaned(
+    tmp_path, db_url, start_odd_server, platepipe_env
+):
+    corpus = make_corpus(tmp_path / "archive", 6, large_every=0)
+    env = {**platepipe_env, "NHN_OCR_ENDPOINT": start_odd_server("odd-success")}
+
+    result = platepipe("run", "--job", "odd", str(corpus.root), "--db", db_url, env=env)
+
+    assert result.returncode == 0, result.stderr
+    reads = query(db_url, "SELECT value, x1, file_type FROM plate_reads ORDER BY path, value")
+    assert len(reads) == 2 * len(corpus.images)
+    assert set(reads) == {("12가3456", None, "jpeg-bas"), ("34나5678", 1, "jpeg-bas")}
+
+
+def test_a_garbage_body_is_a_retryable_bad_response(
+    tmp_path, db_url, start_odd_server, platepipe_env
+):
+    corpus = make_corpus(tmp_path / "archive", 4, large_every=0)
+    env = {**platepipe_env, "NHN_OCR_ENDPOINT": start_odd_server("garbage")}
+
+    result = platepipe(
+        "run", "--job", "g", str(corpus.root), "--db", db_url, "--max-attempts", "2",
+        "--backoff-base", "0.05", env=env,
+    )  # fmt: skip
+
+    assert result.returncode == 4, result.stderr
+    failed = query(db_url, "SELECT error_code, error_message FROM items WHERE status = 'failed'")
+    assert len(failed) == len(corpus.images)
+    assert all(code == "bad_response" and "\x00" not in message for code, message in failed)
+
+
+def test_a_gateway_page_echoing_the_secret_is_stored_redacted(
+    tmp_path, sqlite_url, start_odd_server, platepipe_env, secret_key
+):
+    corpus = make_corpus(tmp_path / "archive", 4, large_every=0)
+    env = {**platepipe_env, "NHN_OCR_ENDPOINT": start_odd_server("echo-502")}
+
+    result = platepipe(
+        "run", "--job", "e", str(corpus.root), "--db", sqlite_url, "--max-attempts", "2",
+        "--backoff-base", "0.05", env=env,
+    )  # fmt: skip
+
+    assert result.returncode == 4, result.stderr
+    messages = query(sqlite_url, "SELECT message FROM attempts")
+    assert messages and all("Authorization: ***" in m for (m,) in messages)
+    for table in ("items", "attempts"):
+        assert secret_key not in repr(query(sqlite_url, f"SELECT * FROM {table}"))
+
+
+def test_signals_and_windows_cut_even_a_long_retry_after(
+    tmp_path, sqlite_url, start_odd_server, platepipe_env
+):
+    corpus = make_corpus(tmp_path / "archive", 20, large_every=0)
+    env = {**platepipe_env, "NHN_OCR_ENDPOINT": start_odd_server("retry-after")}
+    started = time.monotonic()
+
+    result = platepipe(
+        "run", "--job", "r", str(corpus.root), "--db", sqlite_url, "--max-duration", "2s",
+        env=env, timeout=60,
+    )  # fmt: skip
+
+    assert result.returncode == 3, result.stderr
+    assert time.monotonic() - started < 15
+    counts = statuses(sqlite_url)
+    assert "running" not in counts and "failed" not in counts
+
+
+def test_a_second_signal_hurries_a_run_stopping_for_its_deadline(
+    tmp_path, sqlite_url, start_emulator, platepipe_env
+):
+    corpus = make_corpus(tmp_path / "archive", 20, large_every=0)
+    emulator = start_emulator("--latency", "20")
+    env = {**platepipe_env, "NHN_OCR_ENDPOINT": emulator.url, "PLATEPIPE_DB": sqlite_url}
+    run = start_platepipe("run", "--job", "h", str(corpus.root), "--max-duration", "1s", env=env)
+    deadline = time.monotonic() + 30
+    while "time window" not in (line := run.stderr.readline()):
+        assert line and time.monotonic() < deadline, "the window should have closed"
+
+    run.send_signal(signal.SIGINT)
+    _out, err = run.communicate(timeout=10)
+
+    assert run.returncode == 3, err
+    assert "running" not in statuses(sqlite_url)
+
+
+def test_a_call_limit_costs_images_no_attempts(tmp_path, sqlite_url, start_emulator, platepipe_env):
+    corpus = make_corpus(tmp_path / "archive", 20, large_every=0)
+    emulator = start_emulator("--rate-limit", "2")
+    env = {**platepipe_env, "NHN_OCR_ENDPOINT": emulator.url, "PLATEPIPE_DB": sqlite_url}
+
+    result = platepipe(
+        "run", "--job", "t", str(corpus.root), "--rate", "50", "--max-attempts", "3",
+        "--backoff-base", "0.2", "--backoff-cap", "1", env=env, timeout=120,
+    )  # fmt: skip
+
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert statuses(sqlite_url) == {"done": len(corpus.images), "skipped": len(corpus.bad)}
+    assert emulator.stats()["rate_limited"] > 0
+
+
+def test_a_file_turned_bad_since_it_was_done_loses_its_old_reads(
+    tmp_path, sqlite_url, start_emulator, platepipe_env
+):
+    corpus = make_corpus(tmp_path / "archive", 12, large_every=0)
+    emulator = start_emulator()
+    env = {**platepipe_env, "NHN_OCR_ENDPOINT": emulator.url, "PLATEPIPE_DB": sqlite_url}
+    assert platepipe("run", "--job", "c", str(corpus.root), env=env).returncode == 0
+    with_reads = {p for (p,) in query(sqlite_url, "SELECT DISTINCT path FROM plate_reads")}
+    spoiled = Path(sorted(with_reads)[0])
+    spoiled.write_text("overwritten by a text file\n")
+
+    again = platepipe("run", "--job", "c", str(corpus.root), env=env)
+
+    assert again.returncode == 0, again.stderr
+    assert query(
+        sqlite_url, "SELECT status, error_code FROM items WHERE path = :p", p=str(spoiled)
+    ) == [("skipped", "not_image")]
+    assert query(
+        sqlite_url, "SELECT count(*) FROM plate_reads WHERE path = :p", p=str(spoiled)
+    ) == [(0,)]
+    (recognitions,) = query(sqlite_url, "SELECT count(*) FROM recognitions")[0]
+    assert recognitions == len(corpus.images) - 1

@@ -1,0 +1,96 @@
+"""The config file: what it may hold, how it becomes click's defaults, and config/default.toml."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import SETTINGS, Secret, default_map, read_config_file
+from pipeline.errors import ConfigError
+
+DEFAULT_TOML = Path(__file__).resolve().parents[2] / "config" / "default.toml"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "platepipe.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_a_good_file_gives_its_values(tmp_path) -> None:
+    path = write(
+        tmp_path,
+        'rate = 7\nconcurrency = 3\ninclude = ["*.jpg"]\nlog_json = true\n'
+        "capture_pattern = '(?P<camera>cam\\d+)/'\n",
+    )
+
+    assert read_config_file(path) == {
+        "rate": 7,
+        "concurrency": 3,
+        "include": ["*.jpg"],
+        "log_json": True,
+        "capture_pattern": r"(?P<camera>cam\d+)/",
+    }
+
+
+def test_an_unknown_key_is_named(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="'rat'"):
+        read_config_file(write(tmp_path, "rat = 7.5\n"))
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ('rate = "fast"', "rate"),
+        ("rate = true", "rate"),
+        ("concurrency = 2.5", "concurrency"),
+        ("concurrency = true", "concurrency"),
+        ('include = "*.jpg"', "include"),
+        ("include = [1, 2]", "include"),
+        ('log_json = "yes"', "log_json"),
+        ("db = 5", "db"),
+        ("[run]\nrate = 5", "run"),
+    ],
+)
+def test_a_wrong_type_is_named(tmp_path, text, key) -> None:
+    with pytest.raises(ConfigError, match=key):
+        read_config_file(write(tmp_path, text + "\n"))
+
+
+def test_invalid_toml_and_a_missing_file_are_config_errors(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        read_config_file(write(tmp_path, "rate = = 1\n"))
+    with pytest.raises(ConfigError, match="cannot read"):
+        read_config_file(tmp_path / "missing.toml")
+
+
+def test_default_map_reaches_every_command_that_has_the_option() -> None:
+    tree = default_map({"rate": 7.5, "db": "sqlite:///x.db", "log_json": True})
+
+    assert tree["run"]["rate"] == tree["config"]["rate"] == 7.5
+    for command in ("run", "config", "status", "jobs", "retry", "export"):
+        assert tree[command]["db_url"] == "sqlite:///x.db", command
+    assert tree["db"]["upgrade"]["db_url"] == "sqlite:///x.db"
+    assert tree["log_json"] is True
+    assert "rate" not in tree["status"]
+
+
+def test_the_secret_never_prints() -> None:
+    secret = Secret("s3cr3t-value")
+
+    assert "s3cr3t-value" not in repr(secret) + str(secret) + f"{secret}"
+    assert secret.reveal() == "s3cr3t-value"
+    assert secret.redact("key=s3cr3t-value!") == "key=***!"
+    assert Secret("").redact("text") == "text"
+
+
+def test_default_toml_lists_every_setting_with_its_default() -> None:
+    if not DEFAULT_TOML.exists():
+        pytest.skip(f"{DEFAULT_TOML} does not exist yet (being written)")
+
+    values = read_config_file(DEFAULT_TOML)
+
+    assert set(values) == set(SETTINGS)
+    for key, setting in SETTINGS.items():
+        assert values[key] == setting.default, key

@@ -1,0 +1,75 @@
+"""The runner's task supervision: a failed stage ends the run, never a hang or a false success."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from pipeline.runner import _finish_workers, _watch
+
+
+async def test_a_failed_scanner_stops_the_claimer_and_raises():
+    claimer_cancelled = asyncio.Event()
+
+    async def claimer():
+        try:
+            await asyncio.sleep(60)
+        finally:
+            claimer_cancelled.set()
+
+    async def scanner():
+        await asyncio.sleep(0.01)
+        raise RuntimeError("the scan broke")
+
+    writer = asyncio.create_task(asyncio.sleep(60))
+    scan = asyncio.create_task(scanner())
+    with pytest.raises(RuntimeError, match="the scan broke"):
+        await asyncio.wait_for(_watch(claimer(), [writer, scan]), 5)
+    assert claimer_cancelled.is_set()
+    writer.cancel()
+
+
+async def test_a_scanner_that_ends_well_lets_the_claimer_finish():
+    async def claimer():
+        await asyncio.sleep(0.05)
+
+    scan = asyncio.create_task(asyncio.sleep(0.01))
+    writer = asyncio.create_task(asyncio.sleep(60))
+
+    await asyncio.wait_for(_watch(claimer(), [writer, scan]), 5)
+
+    assert scan.done() and not writer.done()
+    writer.cancel()
+
+
+async def test_workers_stuck_on_a_dead_writer_are_cancelled():
+    full = asyncio.Queue(maxsize=1)
+    full.put_nowait("result nobody takes")
+
+    async def worker():
+        await full.put("another")  # blocks forever: the writer is gone
+
+    async def writer():
+        raise RuntimeError("database gone")
+
+    workers = [asyncio.create_task(worker()) for _ in range(3)]
+    writer_task = asyncio.create_task(writer())
+
+    await asyncio.wait_for(_finish_workers(workers, writer_task), 5)
+
+    assert all(w.cancelled() for w in workers)
+
+
+async def test_workers_finish_their_calls_while_the_writer_lives():
+    async def worker():
+        await asyncio.sleep(0.05)
+        return "answered"
+
+    workers = [asyncio.create_task(worker()) for _ in range(3)]
+    writer_task = asyncio.create_task(asyncio.sleep(60))
+
+    await _finish_workers(workers, writer_task)
+
+    assert [w.result() for w in workers] == ["answered"] * 3
+    writer_task.cancel()
