@@ -129,8 +129,31 @@ db_option = click.option(
 
 job_option = click.option("--job", required=True, help="The job's name.")
 
-run_options = options(
-    db_option,
+scan_options = options(
+    click.option(
+        "--include",
+        multiple=True,
+        default=default("include"),
+        show_default=True,
+        help="Glob of files to take (repeatable; case-insensitive). "
+        "A glob with / matches the path under the root.",
+    ),
+    click.option(
+        "--exclude",
+        multiple=True,
+        default=default("exclude"),
+        help="Glob of files or folders to leave out (repeatable).",
+    ),
+    click.option(
+        "--capture-pattern",
+        default=default("capture_pattern"),
+        callback=check_pattern,
+        help="Regex with named groups camera, date, time, searched in each path, e.g. "
+        r"'/(?P<camera>cam\d+)/(?P<date>\d{8})_(?P<time>\d{6})'. Else EXIF, else mtime.",
+    ),
+)
+
+call_options = options(
     click.option(
         "--endpoint",
         envvar="NHN_OCR_ENDPOINT",
@@ -181,20 +204,6 @@ run_options = options(
         help="Seconds to open a connection.",
     ),
     click.option(
-        "--include",
-        multiple=True,
-        default=default("include"),
-        show_default=True,
-        help="Glob of files to take (repeatable; case-insensitive). "
-        "A glob with / matches the path under the root.",
-    ),
-    click.option(
-        "--exclude",
-        multiple=True,
-        default=default("exclude"),
-        help="Glob of files or folders to leave out (repeatable).",
-    ),
-    click.option(
         "--backoff-base",
         type=positive(float),
         default=default("backoff_base"),
@@ -231,13 +240,6 @@ run_options = options(
         help="How long to wait out an API outage (probing) before stopping with exit 3.",
     ),
     click.option(
-        "--capture-pattern",
-        default=default("capture_pattern"),
-        callback=check_pattern,
-        help="Regex with named groups camera, date, time, searched in each path, e.g. "
-        r"'/(?P<camera>cam\d+)/(?P<date>\d{8})_(?P<time>\d{6})'. Else EXIF, else mtime.",
-    ),
-    click.option(
         "--progress-every",
         type=positive(float),
         default=default("progress_every"),
@@ -246,6 +248,8 @@ run_options = options(
     ),
     click.option("--quiet", is_flag=True, help="No progress; only the final summary."),
 )
+
+run_options = options(db_option, scan_options, call_options)
 
 
 def with_store(command: Callable[..., Awaitable[T]]) -> Callable[..., T]:
@@ -333,38 +337,48 @@ def run(job: str, roots: tuple[str, ...], dry_run: bool, **values: Any) -> None:
 
         settings = run_settings(job, roots, values, api=None)
         sys.exit(run_async(plan(settings)))
+    sys.exit(run_async(execute_run(process_settings(job, roots, values), kind="run")))
+
+
+def process_settings(job: str, roots: tuple[str, ...], values: dict[str, Any]) -> RunSettings:
+    """Settings for a process that calls the API: credentials checked, secret scrubbed."""
     try:
         api = api_settings(values)
     except PipelineError as exc:
         fail(exc)
-    settings = run_settings(job, roots, values, api)
     logs.redact_everywhere(api.secret_key)
-    sys.exit(run_async(execute_run(settings)))
+    return run_settings(job, roots, values, api)
+
+
+# Option (parameter) name -> RunSettings field, for the options a command has.
+SETTING_FIELDS = {
+    "include": "include",
+    "exclude": "exclude",
+    "capture_pattern": "capture_pattern",
+    "rate": "rate_per_s",
+    "concurrency": "concurrency",
+    "max_attempts": "max_attempts",
+    "backoff_base": "backoff_base_s",
+    "backoff_cap": "backoff_cap_s",
+    "progress_every": "progress_every_s",
+    "quiet": "quiet",
+    "deadline": "deadline",
+    "max_duration": "max_duration_s",
+    "max_requests": "max_requests",
+    "max_outage": "max_outage_s",
+}
 
 
 def run_settings(
     job: str, roots: tuple[str, ...], values: dict[str, Any], api: ApiSettings | None
 ) -> RunSettings:
+    given = {field: values[name] for name, field in SETTING_FIELDS.items() if name in values}
+    for field in ("include", "exclude"):
+        if field in given:
+            given[field] = tuple(given[field])
+    live = "quiet" in values and not values["quiet"] and sys.stderr.isatty()
     return RunSettings(
-        job=job,
-        db_url=values["db_url"],
-        api=api,
-        roots=roots,
-        include=tuple(values["include"]),
-        exclude=tuple(values["exclude"]),
-        rate_per_s=values["rate"],
-        concurrency=values["concurrency"],
-        max_attempts=values["max_attempts"],
-        backoff_base_s=values["backoff_base"],
-        backoff_cap_s=values["backoff_cap"],
-        progress_every_s=values["progress_every"],
-        quiet=values["quiet"],
-        live_progress=not values["quiet"] and sys.stderr.isatty(),
-        deadline=values["deadline"],
-        max_duration_s=values["max_duration"],
-        max_requests=values["max_requests"],
-        max_outage_s=values["max_outage"],
-        capture_pattern=values["capture_pattern"],
+        job=job, db_url=values["db_url"], api=api, roots=roots, live_progress=live, **given
     )
 
 
@@ -393,20 +407,73 @@ def _from_config(key: str) -> Any:
     return (click.get_current_context().default_map or {}).get(key)
 
 
-async def execute_run(settings: RunSettings) -> int:
+async def execute_run(settings: RunSettings, *, kind: str) -> int:
     """Open the database, run the job, print the summary; the exit code."""
     from pipeline.report import format_report
     from pipeline.runner import run_job
 
     store = await Store.open(settings.db_url)
     try:
-        report = await run_job(settings, store)
+        report = await run_job(settings, store, kind=kind)
     finally:
         await store.close()
     click.echo(format_report(report))
     if report.fatal:
         logs.error_line(report.fatal)
     return report.exit_code
+
+
+@cli.command(context_settings={"auto_envvar_prefix": "PLATEPIPE_RUN"})
+@job_option
+@click.argument(
+    "roots", nargs=-1, required=True, type=click.Path(exists=True, file_okay=True, dir_okay=True)
+)
+@db_option
+@scan_options
+def scan(job: str, roots: tuple[str, ...], **values: Any) -> None:
+    """Enqueue the images under ROOTs into job JOB (created if new), and call nothing.
+
+    For several workers: scan once, then start `platepipe work` on any number of hosts
+    sharing the same PostgreSQL. Scanning again adds new files and re-queues changed ones.
+
+    \b
+    Example:
+      platepipe scan --job nightly-2026-11-24 /archive/2026-11-24 --db postgresql://db/plates
+    """
+    from pipeline.runner import scan_job
+
+    settings = run_settings(job, roots, values, api=None)
+
+    async def body() -> None:
+        store = await Store.open(settings.db_url)
+        try:
+            stats = await scan_job(settings, store)
+        finally:
+            await store.close()
+        click.echo(f"job {job}: {stats.files} files found, {stats.queued} queued (new or changed)")
+
+    run_async(body())
+
+
+@cli.command(context_settings={"auto_envvar_prefix": "PLATEPIPE_RUN"})
+@job_option
+@db_option
+@call_options
+def work(job: str, **values: Any) -> None:
+    """Process job JOB's pending images alongside other `work` processes, until none is left.
+
+    Start it on as many hosts as you like against the same PostgreSQL: they claim items with
+    FOR UPDATE SKIP LOCKED, split --rate (give them all the same) between the live ones, take
+    over the items of a worker that died (silent for 30 s, or gone from this host), and all
+    stop on a fatal answer such as bad credentials. Exit codes as for `run`.
+
+    \b
+    Example:
+      platepipe work --job nightly-2026-11-24 --rate 40 --db postgresql://db/plates
+    """
+    if values["quiet"]:
+        logs.quiet()
+    sys.exit(run_async(execute_run(process_settings(job, (), values), kind="work")))
 
 
 @cli.command()

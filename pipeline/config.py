@@ -95,7 +95,7 @@ class Setting:
     param: str | None = None  # the option's parameter name, when not the key itself
 
 
-RUN = ("run", "config")
+RUN = ("run", "work", "scan", "config")
 EVERY_DB_COMMAND = (*RUN, "status", "jobs", "retry", "export", "db upgrade")
 
 SETTINGS: dict[str, Setting] = {

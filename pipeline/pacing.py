@@ -44,9 +44,13 @@ def is_outage(answer: Answer) -> bool:
 
 
 class RateGovernor:
+    """Paces one process's calls. `ceiling_per_s` is `--rate`, the job's budget; with several
+    workers on the job each keeps to its `share_per_s` of it, and AIMD works below that."""
+
     def __init__(self, ceiling_per_s: float, stop: asyncio.Event | None = None) -> None:
         self._stop = stop or asyncio.Event()  # every wait here ends early when it is set
         self.ceiling_per_s = ceiling_per_s
+        self.share_per_s = ceiling_per_s
         self.current_per_s = ceiling_per_s
         self._limiter = AsyncLimiter(1, 1.0 / ceiling_per_s)
         self._next_slot = 0.0
@@ -77,6 +81,15 @@ class RateGovernor:
         for waiter in (turn, stopped):
             waiter.cancel()
 
+    def set_share(self, share_per_s: float) -> None:
+        """This process's part of the job's rate, as the number of live workers changes."""
+        self.share_per_s = min(share_per_s, self.ceiling_per_s)
+        self.current_per_s = min(self.current_per_s, self.share_per_s)
+
+    def hold(self, seconds: float) -> None:
+        """Send nothing for a while (a worker joining waits until its peers have made room)."""
+        self._paused_until = max(self._paused_until, time.monotonic() + seconds)
+
     async def _stopped_within(self, seconds: float) -> bool:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stop.wait(), seconds)
@@ -92,20 +105,20 @@ class RateGovernor:
         if now - self._last_decrease < DECREASE_COOLDOWN_S:
             return
         self._recover()
-        self.current_per_s = max(self.current_per_s / 2, min(MIN_RATE_PER_S, self.ceiling_per_s))
+        self.current_per_s = max(self.current_per_s / 2, min(MIN_RATE_PER_S, self.share_per_s))
         self._last_decrease = now
         self.throttled += 1
         log.warning("the API's call limit was hit: slowing to %.1f requests/s", self.current_per_s)
 
     def _recover(self) -> None:
-        """Additive increase: from a second after the last halving, 5 % of the ceiling a second."""
-        if self.current_per_s >= self.ceiling_per_s:
+        """Additive increase: from a second after the last halving, 5 % of the share a second."""
+        if self.current_per_s >= self.share_per_s:
             return
         now = time.monotonic()
         quiet_s = now - max(self._last_decrease + DECREASE_COOLDOWN_S, self._last_recover)
         if quiet_s > 0:
-            step = self.ceiling_per_s * RECOVER_FRACTION_PER_S * quiet_s
-            self.current_per_s = min(self.ceiling_per_s, self.current_per_s + step)
+            step = self.share_per_s * RECOVER_FRACTION_PER_S * quiet_s
+            self.current_per_s = min(self.share_per_s, self.current_per_s + step)
             self._last_recover = now
 
 

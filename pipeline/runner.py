@@ -35,7 +35,7 @@ from pipeline.writer import Writer
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_EVERY_S = 10.0
+COORDINATE_EVERY_S = 2.0  # heartbeat and rate share; peers are dead after 30 s of silence
 IDLE_POLL_S = 0.5  # how often an idle claimer looks again when waiting for retries or the scan
 QUEUE_PER_WORKER = 2
 REFILL_POLL_S = 0.01
@@ -82,12 +82,17 @@ class _Run:
     breaker: Breaker = field(default_factory=Breaker)
     stopped_by: str | None = None
     message: str | None = None  # why the run stopped early, as one line for the operator
+    peers_at_start: int = 0  # other live workers when this one registered
+    halting: asyncio.Event = field(default_factory=asyncio.Event)  # fatal here: halt the job
 
-    def request_stop(self, reason: str, message: str | None = None) -> None:
-        """Stop claiming; in-flight calls finish and their answers are committed."""
+    def request_stop(self, reason: str, message: str | None = None, *, spread: bool = True) -> None:
+        """Stop claiming; in-flight calls finish and their answers are committed. A fatal
+        stop is `spread` to the job's other workers, through the coordinator."""
         if self.stopped_by is None:
             self.stopped_by, self.message = reason, message
-            if reason != "fatal":
+            if reason == "fatal" and spread:
+                self.halting.set()
+            elif reason != "fatal":
                 log.warning("stopping (%s): finishing the calls in flight", message or reason)
         self.stop.set()
         self.wake.set()
@@ -100,24 +105,41 @@ class _Run:
         self.wake.set()
 
 
-async def run_job(settings: RunSettings, store: Store) -> RunReport:
-    """Run the job in `settings` to its end (or an early stop) and report what happened."""
+async def run_job(settings: RunSettings, store: Store, *, kind: str = "run") -> RunReport:
+    """Run the job in `settings` to its end (or an early stop) and report what happened.
+
+    `kind` "run" works on the job alone; "work" shares it with other `work` processes,
+    anywhere, through the database: the rate is split between the live ones.
+    """
     started = time.monotonic()
     store.ride_out_s = DB_RIDE_OUT_S  # connected: from now on, wait out database restarts
     job = await store.ensure_job(settings.job, create=bool(settings.roots))
     run = _Run(settings, store, job, breaker=Breaker(settings.max_outage_s))
-    await store.register_worker(job, run.worker_id, exclusive=True)
+    run.peers_at_start = await store.register_worker(job, run.worker_id, kind=kind)
     try:
         reclaimed = await store.reclaim_orphans(job)
         if reclaimed:
             log.info("%d items left running by an earlier run are pending again", reclaimed)
         pool_stats = await _run_stages(run)
+        if run.halting.is_set():  # a fatal answer here: the job's other workers stop too
+            await store.halt(job, run.message or "halted")
     finally:
         await store.release(job, run.worker_id)
         await store.unregister_worker(run.worker_id)
     (summary,) = await store.summaries(job.name)
     elapsed_s = time.monotonic() - started
     return RunReport(summary, run.scan, pool_stats, elapsed_s, run.stopped_by, run.message)
+
+
+async def scan_job(settings: RunSettings, store: Store) -> ScanStats:
+    """`platepipe scan`: enqueue the roots' images into the job (created if new), no calls."""
+    store.ride_out_s = DB_RIDE_OUT_S
+    job = await store.ensure_job(settings.job, create=True)
+    stats = ScanStats()
+    keep = Filter(settings.include, settings.exclude)
+    capture = PathPattern.parse(settings.capture_pattern)
+    await scan_into(store, job, settings.roots, keep, stats, capture)
+    return stats
 
 
 async def _run_stages(run: _Run) -> PoolStats:
@@ -129,9 +151,15 @@ async def _run_stages(run: _Run) -> PoolStats:
     policy = RetryPolicy(settings.max_attempts, settings.backoff_base_s, settings.backoff_cap_s)
     workers: list[asyncio.Task] = []
     async with NhnClient(settings.api, connections=settings.concurrency) as client:
+        governor = RateGovernor(settings.rate_per_s, run.stop)
+        if run.peers_at_start:
+            # Peers are sending at their old shares until their next look: take this
+            # process's share, and hold back until they have made room for it.
+            governor.set_share(settings.rate_per_s / (run.peers_at_start + 1))
+            governor.hold(COORDINATE_EVERY_S * 1.5)
         pool = WorkerPool(
             client,
-            RateGovernor(settings.rate_per_s, run.stop),
+            governor,
             run.breaker,
             policy,
             claimed,
@@ -147,7 +175,7 @@ async def _run_stages(run: _Run) -> PoolStats:
                 for n in range(settings.concurrency)
             ]
             side_tasks = [
-                asyncio.create_task(_heartbeat(run), name="heartbeat"),
+                asyncio.create_task(_coordinate(run, governor), name="coordinator"),
                 asyncio.create_task(_stop_at_end_of_window(run), name="window"),
             ]
             if not settings.quiet and (settings.live_progress or settings.progress_every_s > 0):
@@ -272,13 +300,22 @@ async def _stop_at_end_of_window(run: _Run) -> None:
         run.request_stop("deadline", "the run's time window is over")
 
 
-async def _heartbeat(run: _Run) -> None:
+async def _coordinate(run: _Run, governor: RateGovernor) -> None:
+    """Keep in step with the job's other workers, every few seconds: heartbeat, the rate
+    share, leases of dead workers, and a job-wide halt in either direction."""
     while True:
-        await asyncio.sleep(HEARTBEAT_EVERY_S)
+        await asyncio.sleep(COORDINATE_EVERY_S)
         try:
-            await run.store.heartbeat(run.worker_id)
-        except Exception as exc:  # a missed beat is harmless; the next one may get through
-            log.warning("heartbeat failed: %s", exc)
+            seen = await run.store.coordinate(run.job, run.worker_id)
+        except Exception as exc:  # a missed look is harmless; the next one may get through
+            log.warning("coordination with the job's other workers failed: %s", exc)
+            continue
+        governor.set_share(run.settings.rate_per_s / seen.live)
+        if seen.reclaimed:
+            log.info("%d items of a dead worker are pending again", seen.reclaimed)
+            run.wake.set()
+        if seen.halted:
+            run.request_stop("fatal", seen.halted, spread=False)
 
 
 async def _progress(run: _Run, stats: PoolStats, left_at_start: int) -> None:

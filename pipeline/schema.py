@@ -48,6 +48,8 @@ jobs = Table(
     Column("id", Integer, primary_key=True),
     Column("name", String(200), nullable=False),
     Column("calls", BigInteger, nullable=False, server_default="0"),  # API calls, every run
+    # Why every worker of the job must stop (bad credentials, say); cleared by the next start.
+    Column("halted", Text),
     Column("created_at", DateTime, nullable=False),
     Column("updated_at", DateTime, nullable=False),
     UniqueConstraint("name"),
@@ -62,6 +64,7 @@ workers = Table(
     Column("job_id", Integer, ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
     Column("host", String(255), nullable=False),
     Column("pid", Integer, nullable=False),
+    Column("kind", String(8), nullable=False, server_default="run"),  # run (alone) | work
     Column("started_at", DateTime, nullable=False),
     Column("heartbeat_at", DateTime, nullable=False),
     Index(None, "job_id"),

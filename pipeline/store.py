@@ -115,6 +115,13 @@ class ClaimedItem:
     captured_at: datetime | None = None  # None until known: the worker then reads EXIF or mtime
 
 
+@dataclass(frozen=True, slots=True)
+class Coordination:
+    live: int  # live workers on the job, this one included
+    reclaimed: int  # items of dead workers put back to pending just now
+    halted: str | None  # why the job was halted, if it was
+
+
 @dataclass
 class PendingState:
     pending: int = 0
@@ -221,27 +228,24 @@ class Store:
     # -- workers ------------------------------------------------------------------------------
 
     @_retried
-    async def register_worker(self, job: Job, worker_id: str, *, exclusive: bool) -> None:
-        """Record this process as working on `job`, after clearing workers that are dead.
+    async def register_worker(self, job: Job, worker_id: str, *, kind: str = "run") -> int:
+        """Record this process as working on `job`, after clearing workers that are dead;
+        the number of other live workers.
 
-        With `exclusive`, another live worker on the job is an error (JobBusyError). A worker is
-        dead when its heartbeat is old, or at once when it ran on this host and its pid is gone.
+        A `run` works alone: any other live worker on the job is an error (JobBusyError). A
+        `work` process shares the job with other `work` processes, but not with a `run`. A new
+        start also lifts a job-wide halt (the operator has fixed what stopped the job).
         """
         host, now = socket.gethostname(), utcnow()
         async with self._begin() as connection:
-            rows = (
-                await connection.execute(select(workers).where(workers.c.job_id == job.id))
-            ).all()
-            dead = [r.id for r in rows if _is_dead(r, host, now)]
-            if dead:
-                await connection.execute(delete(workers).where(workers.c.id.in_(dead)))
-            live = [r for r in rows if r.id not in dead]
-            if exclusive and live:
-                other = live[0]
+            live = await self._reap(connection, job, host, now)
+            blocking = live if kind == "run" else [w for w in live if w.kind == "run"]
+            if blocking:
+                other = blocking[0]
                 age = (now - other.heartbeat_at).total_seconds()
                 raise JobBusyError(
                     f"job {job.name!r} is being processed by pid {other.pid} on {other.host} "
-                    f"(heartbeat {age:.0f}s ago); wait for it to end or stop it"
+                    f"(`{other.kind}`, heartbeat {age:.0f}s ago); wait for it to end or stop it"
                 )
             await connection.execute(
                 insert(workers).values(
@@ -249,17 +253,43 @@ class Store:
                     job_id=job.id,
                     host=host,
                     pid=os.getpid(),
+                    kind=kind,
                     started_at=now,
                     heartbeat_at=now,
                 )
             )
+            await connection.execute(update(jobs).where(jobs.c.id == job.id).values(halted=None))
+        return len(live)
 
     @_retried
-    async def heartbeat(self, worker_id: str) -> None:
+    async def coordinate(self, job: Job, worker_id: str) -> Coordination:
+        """A worker's periodic look at its peers: beat, clear the dead and give their leases
+        back to pending, and learn how many share the job and whether it was halted."""
+        host, now = socket.gethostname(), utcnow()
         async with self._begin() as connection:
             await connection.execute(
-                update(workers).where(workers.c.id == worker_id).values(heartbeat_at=utcnow())
+                update(workers).where(workers.c.id == worker_id).values(heartbeat_at=now)
             )
+            live = await self._reap(connection, job, host, now)
+            reclaimed = await self._reclaim(connection, job)
+            halted = (
+                await connection.execute(select(jobs.c.halted).where(jobs.c.id == job.id))
+            ).scalar_one()
+        return Coordination(live=max(len(live), 1), reclaimed=reclaimed, halted=halted)
+
+    async def _reap(self, connection: AsyncConnection, job: Job, host: str, now: datetime):
+        """Delete the job's dead workers; the live ones."""
+        rows = (await connection.execute(select(workers).where(workers.c.job_id == job.id))).all()
+        dead = [r.id for r in rows if _is_dead(r, host, now)]
+        if dead:
+            await connection.execute(delete(workers).where(workers.c.id.in_(dead)))
+        return [r for r in rows if r.id not in dead]
+
+    @_retried
+    async def halt(self, job: Job, reason: str) -> None:
+        """Stop every worker of the job (they look at their next coordination)."""
+        async with self._begin() as connection:
+            await connection.execute(update(jobs).where(jobs.c.id == job.id).values(halted=reason))
 
     @_retried
     async def unregister_worker(self, worker_id: str) -> None:
@@ -269,17 +299,20 @@ class Store:
     @_retried
     async def reclaim_orphans(self, job: Job) -> int:
         """Items left `running` by workers that are no longer registered go back to pending."""
-        live = select(workers.c.id).where(workers.c.job_id == job.id)
         async with self._begin() as connection:
-            result = await connection.execute(
-                update(items)
-                .where(
-                    items.c.job_id == job.id,
-                    items.c.status == "running",
-                    or_(items.c.lease_owner.is_(None), items.c.lease_owner.not_in(live)),
-                )
-                .values(status="pending", lease_owner=None, lease_expires_at=None)
+            return await self._reclaim(connection, job)
+
+    async def _reclaim(self, connection: AsyncConnection, job: Job) -> int:
+        live = select(workers.c.id).where(workers.c.job_id == job.id)
+        result = await connection.execute(
+            update(items)
+            .where(
+                items.c.job_id == job.id,
+                items.c.status == "running",
+                or_(items.c.lease_owner.is_(None), items.c.lease_owner.not_in(live)),
             )
+            .values(status="pending", lease_owner=None, lease_expires_at=None)
+        )
         return result.rowcount or 0
 
     # -- the queue ----------------------------------------------------------------------------
@@ -701,7 +734,11 @@ def _pid_alive(pid: int) -> bool:
         return False
     except PermissionError:  # alive, owned by someone else
         return True
-    return True
+    try:  # a killed process its parent has not reaped yet is a zombie: dead all the same
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[-1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True
 
 
 def _rate(calls: int, first: datetime | str | None, now: datetime) -> float:
