@@ -36,7 +36,7 @@ async def test_a_live_run_on_this_host_holds_its_job_however_old_its_heartbeat(d
                 )
             )
         with pytest.raises(JobBusyError):
-            await store.register_worker(job, str(uuid.uuid4()), exclusive=True)
+            await store.register_worker(job, str(uuid.uuid4()), kind="run")
     finally:
         await store.close()
 
@@ -58,7 +58,7 @@ async def test_a_dead_run_on_this_host_is_cleared_at_once(db_url):
                     heartbeat_at=utcnow(),  # fresh, but the process is gone
                 )
             )
-        await store.register_worker(job, str(uuid.uuid4()), exclusive=True)
+        await store.register_worker(job, str(uuid.uuid4()), kind="run")
     finally:
         await store.close()
 
