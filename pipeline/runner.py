@@ -35,7 +35,7 @@ from pipeline.writer import Writer
 
 log = logging.getLogger(__name__)
 
-COORDINATE_EVERY_S = 2.0  # heartbeat and rate share; peers are dead after 30 s of silence
+COORDINATE_EVERY_S = 1.0  # heartbeat and rate share; peers are dead after 30 s of silence
 IDLE_POLL_S = 0.5  # how often an idle claimer looks again when waiting for retries or the scan
 QUEUE_PER_WORKER = 2
 REFILL_POLL_S = 0.01
