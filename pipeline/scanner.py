@@ -8,6 +8,7 @@ as it is found, so workers start submitting while the scan is still running.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fnmatch
 import logging
 import os
@@ -152,9 +153,26 @@ async def scan_into(
     capture: PathPattern | None = None,
     on_batch: Callable[[], None] = lambda: None,
 ) -> None:
-    """Walk `roots` and enqueue what `keep` includes in batches, calling `on_batch` after each."""
+    """Walk `roots` and enqueue what `keep` includes in batches, calling `on_batch` after each.
+
+    The walk of the next batch (a thread, mostly system calls) overlaps the insert of this one
+    (the database's thread), so neither waits for the other: at most two batches in memory.
+    """
     files = walk(roots, keep, stats, capture)
-    while batch := await asyncio.to_thread(lambda: list(islice(files, SCAN_BATCH_FILES))):
-        stats.queued += await store.add_items(job, batch)
-        on_batch()
+
+    def take() -> list[Found]:
+        return list(islice(files, SCAN_BATCH_FILES))
+
+    walking = asyncio.ensure_future(asyncio.to_thread(take))
+    try:
+        while batch := await walking:
+            walking = asyncio.ensure_future(asyncio.to_thread(take))
+            stats.queued += await store.add_items(job, batch)
+            on_batch()
+    finally:
+        # On an error or a stop, let the walk's thread finish its batch before leaving: the
+        # generator must not be closed while it is running.
+        if not walking.done():
+            with contextlib.suppress(Exception):
+                await asyncio.shield(walking)
     stats.finished = True

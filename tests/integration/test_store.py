@@ -89,3 +89,70 @@ async def test_a_result_the_database_refuses_fails_alone(postgres_url):
         assert len(committed) == 3
     finally:
         await store.close()
+
+
+async def test_a_scan_batch_queues_new_and_changed_files_and_leaves_the_rest(db_url):
+    store = await Store.open(db_url)
+    try:
+        job = await store.ensure_job("j", create=True)
+        first = [Found(f"/a/{n}.jpg", 10, 1.0) for n in range(4)]
+        # A path twice in one batch is one item.
+        assert await store.add_items(job, [*first, first[0]]) == 4
+        claimed = {i.path: i for i in await store.claim_batch(job, "w1", 10)}
+        outcomes = [
+            Outcome(claimed[f"/a/{n}.jpg"].id, "failed", 3, "4000001", "bad") for n in (0, 1)
+        ]
+        await store.record_outcomes(outcomes, job, "w1")  # /a/2 and /a/3 stay running
+
+        again = [
+            Found("/a/0.jpg", 10, 1.0),  # unchanged: stays failed
+            Found("/a/1.jpg", 11, 1.0),  # changed size: queued again, attempts reset
+            Found("/a/2.jpg", 10, 2.0),  # changed mtime but in flight: left alone
+            Found("/a/4.jpg", 10, 1.0),  # new
+        ]
+        assert await store.add_items(job, again) == 2
+        assert await store.add_items(job, again) == 0  # a rescan of the same tree: nothing
+
+        rows = await store.query("SELECT path, status, attempts, size, error_code FROM items")
+        assert sorted(tuple(r) for r in rows) == [
+            ("/a/0.jpg", "failed", 3, 10, "4000001"),
+            ("/a/1.jpg", "pending", 0, 11, None),
+            ("/a/2.jpg", "running", 0, 10, None),
+            ("/a/3.jpg", "running", 0, 10, None),
+            ("/a/4.jpg", "pending", 0, 10, None),
+        ]
+    finally:
+        await store.close()
+
+
+async def test_status_counts_codes_and_last_activity(db_url):
+    store = await Store.open(db_url)
+    try:
+        job = await store.ensure_job("j", create=True)
+        other = await store.ensure_job("other", create=True)
+        await store.add_items(job, [Found(f"/a/{n}.jpg", 10, 1.0) for n in range(6)])
+        await store.add_items(other, [Found("/b/0.jpg", 10, 1.0)])
+        (before,) = await store.summaries("j")
+        claimed = await store.claim_batch(job, "w1", 4)
+        await store.record_outcomes(
+            [
+                Outcome(claimed[0].id, "skipped", 0, "empty", "zero bytes"),
+                Outcome(claimed[1].id, "skipped", 0, "empty", "zero bytes"),
+                Outcome(claimed[2].id, "failed", 1, "4000003", "bad image"),
+            ],
+            job,
+            "w1",
+        )
+
+        (summary,) = await store.summaries("j")
+        assert summary.counts == {
+            "pending": 2, "running": 1, "done": 0, "failed": 1, "skipped": 2
+        }  # fmt: skip
+        assert summary.error_codes == {"empty": 2, "4000003": 1}
+        assert summary.last_activity is not None and before.last_activity is not None
+        assert summary.last_activity > before.last_activity
+        names = [s.name for s in await store.summaries()]
+        assert names == ["j", "other"]
+        assert (await store.summaries("other"))[0].counts["pending"] == 1
+    finally:
+        await store.close()
