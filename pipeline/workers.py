@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-import aiofiles
+import aiofiles.os
 
 from pipeline.capture import exif_taken_at, from_mtime
 from pipeline.client import NhnClient
@@ -102,11 +102,21 @@ def sniff_type(head: bytes) -> tuple[str, str] | None:
     return None
 
 
-async def read_checked(path: str) -> bytes | tuple[str, str]:
+def _read_head(path: str | bytes) -> bytes:
+    """Up to one byte more than the API takes: enough to tell a file that is too large."""
+    with open(path, "rb") as f:
+        return f.read(MAX_IMAGE_BYTES + 1)
+
+
+# Open, read and close in one trip to aiofiles' thread pool, not one trip each: slow network
+# storage never blocks the event loop, and a small file costs one thread hand-off.
+_read_head_async = aiofiles.os.wrap(_read_head)
+
+
+async def read_checked(path: str | bytes) -> bytes | tuple[str, str]:
     """The file's bytes, or (reason, message) when the API would reject it: no call spent."""
     try:
-        async with aiofiles.open(path, "rb") as f:
-            data = await f.read(MAX_IMAGE_BYTES + 1)
+        data = await _read_head_async(path)
     except FileNotFoundError:
         return "missing", "the file vanished since the scan"
     except IsADirectoryError:
