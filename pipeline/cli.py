@@ -7,6 +7,7 @@ becomes click's `default_map`, which environment variables and flags override.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import os
 import re
@@ -15,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from functools import wraps
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any, ClassVar, NoReturn, TypeVar
 
 import click
 from click.core import ParameterSource
@@ -24,7 +25,6 @@ from pipeline import logs
 from pipeline.capture import PathPattern, PatternError
 from pipeline.config import SETTINGS, ApiSettings, RunSettings, Secret, default_map
 from pipeline.config import read_config_file as read_config
-from pipeline.emulator import emulator_command
 from pipeline.errors import EXIT_STOPPED, ConfigError, JobNotFoundError, PipelineError
 from pipeline.report import format_job, format_jobs_line, job_json
 from pipeline.store import Store
@@ -280,8 +280,25 @@ def load_config(ctx: click.Context, _param: Any, path: str | None) -> None:
 # -- commands --------------------------------------------------------------------------------
 
 
+class LazyGroup(click.Group):
+    """A group whose heavier subcommands are imported when they are used, not at every start:
+    the emulator (aiohttp's server side) stays out of `status`, `jobs` and the rest."""
+
+    lazy: ClassVar[dict[str, str]] = {"emulator": "pipeline.emulator:emulator_command"}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self.lazy])
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.lazy:
+            module, attribute = self.lazy[name].split(":")
+            return getattr(importlib.import_module(module), attribute)
+        return super().get_command(ctx, name)
+
+
 @click.group(
-    context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "PLATEPIPE"}
+    cls=LazyGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "PLATEPIPE"},
 )
 @click.version_option(package_name="platepipe")
 @click.option(
@@ -634,9 +651,6 @@ async def db_upgrade(store: Store) -> None:
     """
     (revision,) = (await store.query("SELECT version_num FROM alembic_version"))[0]
     click.echo(f"database is at revision {revision} (newest)")
-
-
-cli.add_command(emulator_command)
 
 
 @cli.command()

@@ -8,6 +8,7 @@ whatever happens, so the claimer's count of outstanding items always comes back 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import random
@@ -113,7 +114,14 @@ def _read_head(path: str | bytes) -> bytes:
 _read_head_async = aiofiles.os.wrap(_read_head)
 
 
-async def read_checked(path: str | bytes) -> bytes | tuple[str, str]:
+Read = bytes | tuple[str, str]  # a file's bytes, or why it cannot be sent (reason, message)
+
+
+def _start_reading(item: ClaimedItem | None) -> asyncio.Future[Read] | None:
+    return None if item is None else asyncio.ensure_future(read_checked(item.raw_path or item.path))
+
+
+async def read_checked(path: str | bytes) -> Read:
     """The file's bytes, or (reason, message) when the API would reject it: no call spent."""
     try:
         data = await _read_head_async(path)
@@ -156,23 +164,41 @@ class WorkerPool:
     stats: PoolStats = field(default_factory=PoolStats)
 
     async def run(self) -> None:
-        """Process claimed items until the `None` sentinel arrives."""
-        while (item := await self.claimed.get()) is not None:
+        """Process claimed items until the `None` sentinel arrives.
+
+        While one item is being processed, the file of the next item waiting in the queue is
+        already being read, so the thread pool's hand-off hides behind the API's answer; one
+        file ahead a worker, at most two files a worker in memory.
+        """
+        ahead: tuple[ClaimedItem | None, asyncio.Future[Read] | None] | None = None
+        while True:
+            if ahead is not None:
+                (item, reading), ahead = ahead, None
+            else:
+                item = await self.claimed.get()
+                reading = _start_reading(item)
+            if item is None or reading is None:
+                return
+            with contextlib.suppress(asyncio.QueueEmpty):
+                waiting = self.claimed.get_nowait()
+                ahead = (waiting, _start_reading(waiting))
             try:
-                outcome = await self._process(item)
+                outcome = await self._process(item, reading)
             except OutageTooLong as exc:
                 self.on_stop("outage", f"{exc}; items stay pending, run again later")
                 outcome = Outcome(item.id, "pending", item.attempts)
             except Exception as exc:  # a bug must not lose the item
                 log.exception("unexpected error on item %s", item.id)
                 outcome = self.policy.after_error(item, self.client.redact(repr(exc))[:500])
+            finally:
+                reading.cancel()  # a no-op once read; else its bytes are not wanted
             await self.results.put(outcome)
 
-    async def _process(self, item: ClaimedItem) -> Outcome:
+    async def _process(self, item: ClaimedItem, reading: asyncio.Future[Read]) -> Outcome:
         release = Outcome(item.id, "pending", item.attempts)
         if self.stop.is_set():
             return release
-        checked = await read_checked(item.raw_path or item.path)
+        checked = await reading
         if isinstance(checked, tuple):
             reason, message = checked
             return Outcome(item.id, "skipped", item.attempts, reason, message)

@@ -31,7 +31,13 @@ EXPECTED_FIGURES = {
     "postgres": ["PostgreSQL / SQLite"],
 }
 INFO_FIGURES = {
-    "overhead": ["a. bare aiohttp loop", "b. platepipe run (SQLite)", "c. xargs -P 16 curl"],
+    "overhead": [
+        "a. bare aiohttp loop, FormData",
+        "a. bare aiohttp loop, one-buffer body",
+        "b. platepipe run (SQLite)",
+        "c. xargs -P 16 curl",
+        "client CPU per image",
+    ],
     "scale": ["platepipe status (process wall)", "peak RSS"],
 }
 

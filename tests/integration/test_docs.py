@@ -27,7 +27,10 @@ PATTERN = r"/(?P<camera>cam\d+)/(?P<date>\d{8})_(?P<time>\d{6})"
 
 def commands(group: click.Group = cli, prefix: str = "") -> list[tuple[str, click.Command]]:
     found = []
-    for name, command in group.commands.items():
+    context = click.Context(group)
+    for name in group.list_commands(context):  # lazily loaded commands too
+        command = group.get_command(context, name)
+        assert command is not None, name
         found.append((f"{prefix}{name}", command))
         if isinstance(command, click.Group):
             found += commands(command, f"{prefix}{name} ")

@@ -115,3 +115,9 @@ async def main():
 
 asyncio.run(main())
 """
+
+
+def test_the_head_revision_that_skips_alembic_is_the_newest_migration():
+    from alembic.script import ScriptDirectory
+
+    assert ScriptDirectory.from_config(db.alembic_config()).get_current_head() == db.HEAD_REVISION

@@ -3,6 +3,7 @@ policy, and the request limiter's spacing."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from datetime import datetime, timedelta
@@ -12,7 +13,7 @@ import pytest
 
 from pipeline import workers
 from pipeline.outcomes import Answer, Kind, Plate, Recognition
-from pipeline.pacing import RateGovernor
+from pipeline.pacing import Breaker, RateGovernor
 from pipeline.store import ClaimedItem, utcnow
 from pipeline.workers import (
     JPEG_MAGIC,
@@ -20,6 +21,7 @@ from pipeline.workers import (
     PNG_MAGIC,
     UNKNOWN_CODE_MAX_ATTEMPTS,
     RetryPolicy,
+    WorkerPool,
     read_checked,
     sniff_type,
 )
@@ -318,3 +320,90 @@ async def test_the_governor_spaces_calls_from_the_first_with_no_burst() -> None:
     elapsed = time.monotonic() - started
     assert elapsed >= 0.85
     assert elapsed < 3.0
+
+
+class _HeldClient:
+    """Answers every call with success, but holds the first until `release` is set."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.calls = 0
+
+    async def recognize(self, data: bytes, filename: str, content_type: str) -> Answer:
+        self.calls += 1
+        if self.calls == 1:
+            await self.release.wait()
+        return Answer(Kind.DONE, "0", "ok", 0.01, 200, RECOGNITION)
+
+    def redact(self, text: str) -> str:
+        return text
+
+
+def _pool(client: _HeldClient, claimed: asyncio.Queue, stop: asyncio.Event) -> WorkerPool:
+    return WorkerPool(
+        client,  # type: ignore[arg-type]
+        RateGovernor(1000.0, stop),
+        Breaker(),
+        POLICY,
+        claimed,
+        asyncio.Queue(),
+        stop,
+        lambda reason, message: stop.set(),
+    )
+
+
+def _jpeg_items(tmp_path: Path, count: int) -> list[ClaimedItem]:
+    found = []
+    for n in range(count):
+        path = tmp_path / f"{n}.jpg"
+        path.write_bytes(workers.JPEG_MAGIC + bytes(100))
+        found.append(ClaimedItem(n + 1, str(path), 103, 0.0, 0, captured_at=NOW))
+    return found
+
+
+async def test_a_worker_reads_the_next_file_while_its_call_is_out(tmp_path, monkeypatch) -> None:
+    read: list[str] = []
+    real_read = workers.read_checked
+
+    async def spy(path: str | bytes) -> workers.Read:
+        read.append(Path(os.fsdecode(path)).name)
+        return await real_read(path)
+
+    monkeypatch.setattr(workers, "read_checked", spy)
+    claimed: asyncio.Queue = asyncio.Queue()
+    for item in [*_jpeg_items(tmp_path, 3), None]:
+        claimed.put_nowait(item)
+    client, stop = _HeldClient(), asyncio.Event()
+    pool = _pool(client, claimed, stop)
+    worker = asyncio.create_task(pool.run())
+
+    while client.calls < 1:
+        await asyncio.sleep(0.001)
+    await asyncio.sleep(0.05)
+    assert read == ["0.jpg", "1.jpg"]  # the second file is in hand before the first answer
+    client.release.set()
+    await asyncio.wait_for(worker, 5)  # the sentinel behind the last item ends it
+
+    outcomes = [pool.results.get_nowait() for _ in range(pool.results.qsize())]
+    assert [(o.item_id, o.status) for o in outcomes] == [(1, "done"), (2, "done"), (3, "done")]
+    assert client.calls == 3
+
+
+async def test_an_item_read_ahead_goes_back_unsent_when_the_run_stops(tmp_path) -> None:
+    claimed: asyncio.Queue = asyncio.Queue()
+    for item in [*_jpeg_items(tmp_path, 2), None]:
+        claimed.put_nowait(item)
+    client, stop = _HeldClient(), asyncio.Event()
+    pool = _pool(client, claimed, stop)
+    worker = asyncio.create_task(pool.run())
+    while client.calls < 1:
+        await asyncio.sleep(0.001)
+
+    stop.set()  # the second item was already read ahead
+    client.release.set()
+    await asyncio.wait_for(worker, 5)
+
+    outcomes = [pool.results.get_nowait() for _ in range(pool.results.qsize())]
+    summary = [(o.item_id, o.status, o.attempts) for o in outcomes]
+    assert summary == [(1, "done", 1), (2, "pending", 0)]
+    assert client.calls == 1
