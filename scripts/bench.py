@@ -735,7 +735,7 @@ def measure_overhead(bench: Bench) -> None:
     tree = bench.tree(sizes.images, distinct=True)
     emulator = bench.emulator()
 
-    bare = 0.0
+    bare: dict[str, float] = {}  # images/s of each bare loop
     for label, one_buffer in (("FormData", False), ("one-buffer body", True)):
         before, cpu = emulator.successes(), Cpu.now(emulator)
         sent, ok, bare_s = asyncio.run(
@@ -744,7 +744,7 @@ def measure_overhead(bench: Bench) -> None:
         cpu_text = Cpu.now(emulator).text(cpu, sent, bare_s)
         if ok != sizes.images or emulator.successes() - before != sizes.images:
             raise BenchError(f"bare loop: {ok} of {sent} calls answered with success")
-        bare = max(bare, sent / bare_s)  # the ratio is taken against the faster loop
+        bare[label] = sent / bare_s
         bench.figure(
             m,
             f"a. bare aiohttp loop, {label}",
@@ -781,14 +781,17 @@ def measure_overhead(bench: Bench) -> None:
         curl,
     )
 
-    bench.figure(
-        m,
-        "run / bare loop",
-        f"{run.per_s / bare:.2f} ({run.per_s_after_startup / bare:.2f} after start-up)",
-        run.per_s / bare,
-        target=f">= {TARGETS['overhead_vs_bare']:g}",
-        passed=run.per_s / bare >= TARGETS["overhead_vs_bare"],
-    )
+    # A user's bare loop posts with FormData; the one-buffer loop already frames the body as
+    # platepipe does, the stricter floor. Both verdicts are printed.
+    for label, per_s in bare.items():
+        bench.figure(
+            m,
+            f"run / bare loop, {label}",
+            f"{run.per_s / per_s:.2f} ({run.per_s_after_startup / per_s:.2f} after start-up)",
+            run.per_s / per_s,
+            target=f">= {TARGETS['overhead_vs_bare']:g}",
+            passed=run.per_s / per_s >= TARGETS["overhead_vs_bare"],
+        )
     bench.figure(
         m,
         "run / xargs curl",

@@ -21,7 +21,11 @@ VERDICT = r"\(target [^)]+\)  (PASS|FAIL)$"
 # Each measurement's figure lines, as `[measurement] name: figure ... (target ...) PASS|FAIL`.
 EXPECTED_FIGURES = {
     "rate": ["sustained rate", "refused"],
-    "overhead": ["run / bare loop", "run / xargs curl"],
+    "overhead": [
+        "run / bare loop, FormData",
+        "run / bare loop, one-buffer body",
+        "run / xargs curl",
+    ],
     "scale": [
         "scan + enqueue (SQLite)",
         "Store.summaries(job)",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
 import time
 
 import pytest
@@ -204,3 +205,46 @@ async def test_abort_lets_every_waiter_through(monkeypatch) -> None:
     breaker.abort()
 
     assert await asyncio.wait_for(asyncio.gather(*turns), 1) == [False, False, False]
+
+
+async def test_the_pool_keeps_the_rate_and_no_second_holds_more(monkeypatch) -> None:
+    """32 workers at 400/s for a second and a half, the event loop's timers waking late as
+    they do: the calls keep to the rate (a leaky bucket of one request loses the lateness on
+    every call), and no sliding second holds more than 400."""
+    rate, workers, per_worker = 400, 32, 19
+    governor = RateGovernor(rate)
+    sent: list[float] = []
+
+    async def worker() -> None:
+        for _ in range(per_worker):
+            await governor.acquire()
+            sent.append(time.monotonic())
+
+    await asyncio.gather(*(worker() for _ in range(workers)))
+
+    sent.sort()
+    sustained = (len(sent) - 1) / (sent[-1] - sent[0])
+    assert sustained >= 0.9 * rate
+    assert max(bisect.bisect_left(sent, t + 1.0) - i for i, t in enumerate(sent)) <= rate
+
+
+async def test_a_stall_is_not_made_up_in_a_burst() -> None:
+    rate = 200  # a slot every 5.1 ms
+    governor = RateGovernor(rate)
+    await governor.acquire()
+    sent: list[float] = []
+
+    async def worker() -> None:
+        await governor.acquire()
+        sent.append(time.monotonic())
+
+    waiting = [asyncio.ensure_future(worker()) for _ in range(20)]
+    await asyncio.sleep(0)  # every worker is in line
+    time.sleep(0.1)  # the event loop stalls for 20 slots' time
+    stalled_until = time.monotonic()
+    await asyncio.gather(*waiting)
+
+    # After the stall, only what MAX_LAG_S allows goes at once, then the rate resumes.
+    at_once = sum(1 for t in sent if t - stalled_until < 0.5 / rate)
+    assert at_once <= 1 + pacing.MAX_LAG_S * rate
+    assert sent[-1] - stalled_until >= (len(sent) - at_once) / rate * 0.9
