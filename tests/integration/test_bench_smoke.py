@@ -81,3 +81,19 @@ def test_every_measurement_prints_its_figures_and_verdicts(bench_output: str) ->
         for name in names:
             assert any(line.startswith(f"[{measurement}] {name}") for line in lines), name
     assert re.search(r"^\[bench\] \d+ of \d+ targets hold$", bench_output, re.MULTILINE)
+
+
+def test_the_workers_benchmark_runs(postgres_server_url: str) -> None:
+    """`scripts/bench_workers.py` (issue 6's figure) at a tiny size: it ends well and prints
+    both throughputs and the ratio; the figure itself is BENCHMARKS.md's."""
+    command = [sys.executable, str(REPO / "scripts" / "bench_workers.py")]
+    command += ["--images", "16", "--latency", "0.05"]
+    env = {**os.environ, POSTGRES_URL_ENV: postgres_server_url}
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=BENCH_TIMEOUT_S, cwd=REPO, env=env
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert re.search(r"1 worker : +\d+\.\d images/s", done.stdout), done.stdout
+    assert re.search(r"4 workers: +\d+\.\d images/s", done.stdout), done.stdout
+    assert re.search(r"calls made: 32 for 32 image-runs", done.stdout), done.stdout
+    assert re.search(r"ratio 4/1: \d+\.\d\dx \(target >= 3\.0x\) (PASS|FAIL)", done.stdout)
