@@ -352,6 +352,21 @@ def _pool(client: _HeldClient, claimed: asyncio.Queue, stop: asyncio.Event) -> W
     )
 
 
+async def _first_call_out(
+    tmp_path: Path, count: int
+) -> tuple[WorkerPool, _HeldClient, asyncio.Event, asyncio.Task]:
+    """A worker on `count` queued images (then the sentinel), its first call held open."""
+    claimed: asyncio.Queue = asyncio.Queue()
+    for item in [*_jpeg_items(tmp_path, count), None]:
+        claimed.put_nowait(item)
+    client, stop = _HeldClient(), asyncio.Event()
+    pool = _pool(client, claimed, stop)
+    worker = asyncio.create_task(pool.run())
+    while client.calls < 1:
+        await asyncio.sleep(0.001)
+    return pool, client, stop, worker
+
+
 def _jpeg_items(tmp_path: Path, count: int) -> list[ClaimedItem]:
     found = []
     for n in range(count):
@@ -370,15 +385,8 @@ async def test_a_worker_reads_the_next_file_while_its_call_is_out(tmp_path, monk
         return await real_read(path)
 
     monkeypatch.setattr(workers, "read_checked", spy)
-    claimed: asyncio.Queue = asyncio.Queue()
-    for item in [*_jpeg_items(tmp_path, 3), None]:
-        claimed.put_nowait(item)
-    client, stop = _HeldClient(), asyncio.Event()
-    pool = _pool(client, claimed, stop)
-    worker = asyncio.create_task(pool.run())
+    pool, client, _stop, worker = await _first_call_out(tmp_path, 3)
 
-    while client.calls < 1:
-        await asyncio.sleep(0.001)
     await asyncio.sleep(0.05)
     assert read == ["0.jpg", "1.jpg"]  # the second file is in hand before the first answer
     client.release.set()
@@ -390,14 +398,7 @@ async def test_a_worker_reads_the_next_file_while_its_call_is_out(tmp_path, monk
 
 
 async def test_an_item_read_ahead_goes_back_unsent_when_the_run_stops(tmp_path) -> None:
-    claimed: asyncio.Queue = asyncio.Queue()
-    for item in [*_jpeg_items(tmp_path, 2), None]:
-        claimed.put_nowait(item)
-    client, stop = _HeldClient(), asyncio.Event()
-    pool = _pool(client, claimed, stop)
-    worker = asyncio.create_task(pool.run())
-    while client.calls < 1:
-        await asyncio.sleep(0.001)
+    pool, client, stop, worker = await _first_call_out(tmp_path, 2)
 
     stop.set()  # the second item was already read ahead
     client.release.set()
