@@ -66,9 +66,6 @@ class RateGovernor:
 
     async def acquire(self) -> None:
         """Wait for this worker's turn to send one request (or for the run to stop)."""
-        while (pause := self._paused_until - time.monotonic()) > 0:
-            if await self._stopped_within(pause):
-                return
         self._recover()
         now = time.monotonic()
         if not self._waiting and self._take_slot(now):
@@ -81,12 +78,16 @@ class RateGovernor:
         stopping.cancel()
         turn.cancel()  # stopped first: the turn passes to the next in line
 
+    def _slot(self, now: float) -> float:
+        """When the next turn is due. Slots follow each other by exactly one interval, so a
+        turn given late leaves the next slot where it was; but the schedule never lags more
+        than MAX_LAG_S behind the clock, so a stall (or a quiet spell) is not made up in a
+        burst. A pause (Retry-After, a newcomer's wait) holds every turn, queued ones too."""
+        return max(self._next_slot, now - MAX_LAG_S, self._paused_until)
+
     def _take_slot(self, now: float) -> bool:
-        """Take the next slot if it is due. Slots follow each other by exactly one interval,
-        so a turn given late leaves the next slot where it was; but the schedule never lags
-        more than MAX_LAG_S behind the clock, so a stall (or a quiet spell) is not made up in
-        a burst."""
-        slot = max(self._next_slot, now - MAX_LAG_S)
+        """Take the next turn if it is due."""
+        slot = self._slot(now)
         if slot > now:
             return False
         self._next_slot = slot + 1.0 / (self.current_per_s * (1.0 - PACE_MARGIN))
@@ -103,7 +104,7 @@ class RateGovernor:
             elif self._take_slot(now):
                 self._waiting.popleft().set_result(None)
             else:
-                delay = self._next_slot - now
+                delay = self._slot(now) - now
                 self._ticker = asyncio.get_running_loop().call_later(delay, self._on_tick)
                 return
 
@@ -119,11 +120,6 @@ class RateGovernor:
     def hold(self, seconds: float) -> None:
         """Send nothing for a while (a worker joining waits until its peers have made room)."""
         self._paused_until = max(self._paused_until, time.monotonic() + seconds)
-
-    async def _stopped_within(self, seconds: float) -> bool:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stop.wait(), seconds)
-        return self._stop.is_set()
 
     def on_answer(self, answer: Answer) -> None:
         if not is_throttle(answer):

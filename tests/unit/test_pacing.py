@@ -248,3 +248,21 @@ async def test_a_stall_is_not_made_up_in_a_burst() -> None:
     at_once = sum(1 for t in sent if t - stalled_until < 0.5 / rate)
     assert at_once <= 1 + pacing.MAX_LAG_S * rate
     assert sent[-1] - stalled_until >= (len(sent) - at_once) / rate * 0.9
+
+
+async def test_retry_after_holds_the_workers_already_in_line() -> None:
+    governor = RateGovernor(20)  # a turn every 50 ms
+    await governor.acquire()
+    started = time.monotonic()
+    sent: list[float] = []
+
+    async def worker() -> None:
+        await governor.acquire()
+        sent.append(time.monotonic() - started)
+
+    waiting = [asyncio.ensure_future(worker()) for _ in range(3)]
+    await asyncio.sleep(0)  # all three are in line for their turns
+    governor.on_answer(answer(Kind.RETRY, "http_429", retry_after_s=0.4))
+    await asyncio.gather(*waiting)
+
+    assert min(sent) >= 0.39
