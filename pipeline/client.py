@@ -188,6 +188,7 @@ class NhnClient:
         self._connections = connections
         self._session: aiohttp.ClientSession | None = None
         self._form = ImageForm()
+        self._form_headers = {"Content-Type": self._form.content_type}
 
     async def __aenter__(self) -> NhnClient:
         timeout = aiohttp.ClientTimeout(
@@ -197,10 +198,7 @@ class NhnClient:
         self._session = aiohttp.ClientSession(
             timeout=timeout,
             connector=connector,
-            headers={
-                "Authorization": self._api.secret_key.reveal(),
-                "Content-Type": self._form.content_type,
-            },
+            headers={"Authorization": self._api.secret_key.reveal()},
         )
         return self
 
@@ -213,7 +211,9 @@ class NhnClient:
         body = self._form.body(data, filename, content_type)
         started = time.monotonic()
         try:
-            async with self._session.post(self._url, data=body) as response:
+            async with self._session.post(
+                self._url, data=body, headers=self._form_headers
+            ) as response:
                 body = await response.read()
                 latency_s = time.monotonic() - started
                 retry_after = response.headers.get("Retry-After")

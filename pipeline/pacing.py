@@ -74,9 +74,11 @@ class RateGovernor:
         self._waiting.append(turn)
         self._tick()
         stopping = asyncio.ensure_future(self._stop.wait())
-        await asyncio.wait({turn, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        stopping.cancel()
-        turn.cancel()  # stopped first: the turn passes to the next in line
+        try:
+            await asyncio.wait({turn, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            turn.cancel()  # stopped (or cancelled) first: the turn goes to the next in line
 
     def _slot(self, now: float) -> float:
         """When the next turn is due. Slots follow each other by exactly one interval, so a

@@ -191,6 +191,9 @@ async def _run_stages(run: _Run) -> PoolStats:
                 run.scan.finished = True
             try:
                 await _watch(_claim(run, claimed), critical)
+            except BaseException:
+                run.stop.set()  # a stage failed: no worker starts another call
+                raise
             finally:
                 # Items not started stay leased to this run; `release` makes them pending.
                 while not claimed.empty():

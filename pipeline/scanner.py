@@ -8,7 +8,6 @@ as it is found, so workers start submitting while the scan is still running.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fnmatch
 import logging
 import os
@@ -170,9 +169,7 @@ async def scan_into(
             stats.queued += await store.add_items(job, batch)
             on_batch()
     finally:
-        # On an error or a stop, let the walk's thread finish its batch before leaving: the
-        # generator must not be closed while it is running.
-        if not walking.done():
-            with contextlib.suppress(Exception):
-                await asyncio.shield(walking)
+        # On an error or a stop the walk's thread, if busy, finishes its batch on its own (it
+        # holds the generator); nobody waits for it, on a hung file system least of all.
+        walking.cancel()
     stats.finished = True

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import (
     DateTime,
+    Text,
     and_,
     bindparam,
     delete,
@@ -34,6 +35,7 @@ from sqlalchemy import (
     union_all,
     update,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
@@ -224,7 +226,7 @@ class _BulkInsert:
         )
 
     async def execute(self, connection: AsyncConnection, rows: Iterable[tuple]) -> int:
-        """Rows inserted, or -1 where the driver does not count an executemany's rows."""
+        """Rows inserted (SQLite's driver counts them; asyncpg says -1)."""
         result = await connection.exec_driver_sql(self.sql, [self.reorder(row) for row in rows])
         return result.rowcount
 
@@ -235,7 +237,8 @@ class Store:
         self.url = url
         # 0 for one-shot commands (fail fast, exit 1); a run sets DB_RIDE_OUT_S.
         self.ride_out_s = 0.0
-        self._insert = pg_insert if engine.dialect.name == "postgresql" else sqlite_insert
+        self._postgres = engine.dialect.name == "postgresql"
+        self._insert = pg_insert if self._postgres else sqlite_insert
         # DO NOTHING: a scan of the same job on another machine may have been first.
         self._insert_new_items = _BulkInsert(
             self._insert(items).on_conflict_do_nothing(index_elements=["job_id", "path"]),
@@ -404,8 +407,8 @@ class Store:
         An item in flight is left alone.
 
         Set-wise, never a statement per file: new paths go in by one executemany; only when
-        some were known already (a rescan) are the batch's rows looked up through the (job,
-        path) index, to find the changed ones and requeue them by id.
+        some were known already (a rescan) are those rows looked up through the (job, path)
+        index, to find the changed ones and requeue them by id.
         """
         if not found:
             return 0
@@ -413,30 +416,32 @@ class Store:
         new = {f.path: f for f in found}  # a path twice in one batch is one item
         bulk = self._insert_new_items
         stamp = bulk.stamp(now)
-        rows = (
+        rows = [
             (job.id, f.path, f.raw_path, f.camera, bulk.stamp(f.captured_at), f.size, f.mtime,
              stamp, stamp)
             for f in new.values()
-        )  # fmt: skip
+        ]  # fmt: skip
         async with self._begin() as connection:
-            inserted = await bulk.execute(connection, rows)
-            if inserted == len(new):
+            if self._postgres:
+                # asyncpg does not count an executemany's rows: RETURNING names the new ones.
+                inserted = await connection.execute(
+                    self._insert(items)
+                    .on_conflict_do_nothing(index_elements=["job_id", "path"])
+                    .returning(items.c.path),
+                    [dict(zip(_NEW_ITEM_COLUMNS, row, strict=True)) for row in rows],
+                )
+                known = list(new.keys() - set(inserted.scalars()))
+            else:
+                counted = await bulk.execute(connection, rows)
+                known = [] if counted == len(new) else list(new)  # which ones: see below
+            if not known:
                 await _touch(connection, job, now)
-                return inserted  # all new, as in every batch of a first scan
-            known = await connection.execute(
-                select(
-                    items.c.id,
-                    items.c.path,
-                    items.c.size,
-                    items.c.mtime,
-                    items.c.status,
-                    items.c.created_at,
-                ).where(items.c.job_id == job.id, items.c.path.in_(list(new)))
-            )
+                return len(new)  # all new, as in every batch of a first scan
+            known_rows = await connection.execute(self._known_items(job, known))
             queued, changed = len(new), []
-            for item_id, path, size, mtime, status, created_at in known:
+            for item_id, path, size, mtime, status, created_at in known_rows:
                 if created_at == now:
-                    continue  # inserted just now
+                    continue  # inserted just now (SQLite does not say which)
                 queued -= 1
                 f = new[path]
                 if (size != f.size or mtime != f.mtime) and status != "running":
@@ -452,6 +457,31 @@ class Store:
             if queued or changed:
                 await _touch(connection, job, now)
         return queued + len(changed)
+
+    def _known_items(self, job: Job, paths: list[str]) -> Any:
+        """The job's items at `paths`, for add_items to compare with what the scan found."""
+        columns = (
+            items.c.id, items.c.path, items.c.size, items.c.mtime, items.c.status,
+            items.c.created_at,
+        )  # fmt: skip
+        if not self._postgres:
+            return select(*columns).where(items.c.job_id == job.id, items.c.path.in_(paths))
+        # The paths as one array, joined through the (job, path) index whatever the planner's
+        # statistics say (a long IN list on a table not yet analyzed scans the whole job), and
+        # locked: a scan of the same job elsewhere, or a claim, waits or skips them.
+        wanted = (
+            func.unnest(bindparam("paths", paths, type_=ARRAY(Text)))
+            .table_valued("path")
+            .render_derived()
+        )
+        return (
+            select(*columns)
+            .select_from(
+                wanted.join(items, and_(items.c.job_id == job.id, items.c.path == wanted.c.path))
+            )
+            .order_by(items.c.id)
+            .with_for_update(of=items)
+        )
 
     @_retried
     async def claim_batch(self, job: Job, worker_id: str, limit: int) -> list[ClaimedItem]:

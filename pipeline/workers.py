@@ -8,7 +8,6 @@ whatever happens, so the claimer's count of outstanding items always comes back 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import random
@@ -117,10 +116,6 @@ _read_head_async = aiofiles.os.wrap(_read_head)
 Read = bytes | tuple[str, str]  # a file's bytes, or why it cannot be sent (reason, message)
 
 
-def _start_reading(item: ClaimedItem | None) -> asyncio.Future[Read] | None:
-    return None if item is None else asyncio.ensure_future(read_checked(item.raw_path or item.path))
-
-
 async def read_checked(path: str | bytes) -> Read:
     """The file's bytes, or (reason, message) when the API would reject it: no call spent."""
     try:
@@ -162,26 +157,34 @@ class WorkerPool:
     on_stop: Callable[[str, str | None], None]  # (reason, one-line message) ends the run
     max_requests: int | None = None  # the run's cost cap, in calls
     stats: PoolStats = field(default_factory=PoolStats)
+    _idle: int = 0  # workers waiting for an item
 
     async def run(self) -> None:
         """Process claimed items until the `None` sentinel arrives.
 
         While one item is being processed, the file of the next item waiting in the queue is
         already being read, so the thread pool's hand-off hides behind the API's answer; one
-        file ahead a worker, at most two files a worker in memory.
+        file ahead a worker, at most two files a worker in memory. A worker reads ahead only
+        when no other worker is idle, so it never takes an item another could start at once.
         """
-        ahead: tuple[ClaimedItem | None, asyncio.Future[Read] | None] | None = None
+        ahead: list[ClaimedItem | None] = []  # the next item (or the sentinel), taken early
+        reading: asyncio.Future[Read] | None = None
         while True:
-            if ahead is not None:
-                (item, reading), ahead = ahead, None
+            if ahead:
+                item = ahead.pop()
             else:
-                item = await self.claimed.get()
-                reading = _start_reading(item)
-            if item is None or reading is None:
+                self._idle += 1
+                try:
+                    item = await self.claimed.get()
+                finally:
+                    self._idle -= 1
+                reading = self._start_reading(item)
+            if item is None:
                 return
-            with contextlib.suppress(asyncio.QueueEmpty):
-                waiting = self.claimed.get_nowait()
-                ahead = (waiting, _start_reading(waiting))
+            next_reading = None
+            if self._idle == 0 and not self.claimed.empty() and not self.stop.is_set():
+                ahead.append(self.claimed.get_nowait())
+                next_reading = self._start_reading(ahead[0])
             try:
                 outcome = await self._process(item, reading)
             except OutageTooLong as exc:
@@ -191,12 +194,20 @@ class WorkerPool:
                 log.exception("unexpected error on item %s", item.id)
                 outcome = self.policy.after_error(item, self.client.redact(repr(exc))[:500])
             finally:
-                reading.cancel()  # a no-op once read; else its bytes are not wanted
+                if reading is not None:
+                    reading.cancel()  # a no-op once read; else its bytes are not wanted
+            reading = next_reading
             await self.results.put(outcome)
 
-    async def _process(self, item: ClaimedItem, reading: asyncio.Future[Read]) -> Outcome:
+    def _start_reading(self, item: ClaimedItem | None) -> asyncio.Future[Read] | None:
+        """Start reading `item`'s file, unless there is none or the run is stopping."""
+        if item is None or self.stop.is_set():
+            return None
+        return asyncio.ensure_future(read_checked(item.raw_path or item.path))
+
+    async def _process(self, item: ClaimedItem, reading: asyncio.Future[Read] | None) -> Outcome:
         release = Outcome(item.id, "pending", item.attempts)
-        if self.stop.is_set():
+        if self.stop.is_set() or reading is None:
             return release
         checked = await reading
         if isinstance(checked, tuple):

@@ -323,15 +323,16 @@ async def test_the_governor_spaces_calls_from_the_first_with_no_burst() -> None:
 
 
 class _HeldClient:
-    """Answers every call with success, but holds the first until `release` is set."""
+    """Answers every call with success, but holds the first (or every one) until `release`."""
 
     def __init__(self) -> None:
         self.release = asyncio.Event()
         self.calls = 0
+        self.hold_every_call = False
 
     async def recognize(self, data: bytes, filename: str, content_type: str) -> Answer:
         self.calls += 1
-        if self.calls == 1:
+        if self.calls == 1 or self.hold_every_call:
             await self.release.wait()
         return Answer(Kind.DONE, "0", "ok", 0.01, 200, RECOGNITION)
 
@@ -408,3 +409,24 @@ async def test_an_item_read_ahead_goes_back_unsent_when_the_run_stops(tmp_path) 
     summary = [(o.item_id, o.status, o.attempts) for o in outcomes]
     assert summary == [(1, "done", 1), (2, "pending", 0)]
     assert client.calls == 1
+
+
+async def test_no_worker_reads_ahead_an_item_an_idle_worker_could_start(tmp_path) -> None:
+    claimed: asyncio.Queue = asyncio.Queue()
+    client, stop = _HeldClient(), asyncio.Event()
+    client.hold_every_call = True
+    pool = _pool(client, claimed, stop)
+    workers_ = [asyncio.create_task(pool.run()) for _ in range(2)]
+    await asyncio.sleep(0)  # both wait for work
+    for item in _jpeg_items(tmp_path, 2):
+        claimed.put_nowait(item)
+
+    for _ in range(500):
+        if client.calls == 2:
+            break
+        await asyncio.sleep(0.002)
+    assert client.calls == 2  # one each, at once: neither took the other's item ahead
+    client.release.set()
+    for _ in workers_:
+        claimed.put_nowait(None)
+    await asyncio.wait_for(asyncio.gather(*workers_), 5)
