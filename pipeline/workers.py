@@ -165,7 +165,7 @@ class WorkerPool:
         While one item is being processed, the file of the next item waiting in the queue is
         already being read, so the thread pool's hand-off hides behind the API's answer; one
         file ahead a worker, at most two files a worker in memory. A worker reads ahead only
-        when no other worker is idle, so it never takes an item another could start at once.
+        an item that no idle worker would take, so it never delays one another could start.
         """
         ahead: list[ClaimedItem | None] = []  # the next item (or the sentinel), taken early
         reading: asyncio.Future[Read] | None = None
@@ -182,7 +182,9 @@ class WorkerPool:
             if item is None:
                 return
             next_reading = None
-            if self._idle == 0 and not self.claimed.empty() and not self.stop.is_set():
+            # Items beyond those the idle workers will take (a woken worker still counts as
+            # idle until it has its item).
+            if self.claimed.qsize() > self._idle and not self.stop.is_set():
                 ahead.append(self.claimed.get_nowait())
                 next_reading = self._start_reading(ahead[0])
             try:
