@@ -649,7 +649,7 @@ async def db_upgrade(store: Store) -> None:
     Example:
       platepipe db upgrade --db postgresql://plates@db.internal:5432/plates
     """
-    (revision,) = (await store.query("SELECT version_num FROM alembic_version"))[0]
+    revision = await store.schema_revision()
     click.echo(f"database is at revision {revision} (newest)")
 
 

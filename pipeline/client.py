@@ -168,13 +168,16 @@ class ImageForm:
         self.boundary = uuid.uuid4().hex
         self.content_type = f"multipart/form-data; boundary={self.boundary}"
         self._tail = f"\r\n--{self.boundary}--\r\n".encode()
+        self._heads: dict[tuple[str, str], bytes] = {}  # one per file type, framed once
 
     def body(self, data: bytes, filename: str, content_type: str) -> bytes | io.BytesIO:
-        head = (
-            f"--{self.boundary}\r\n"
-            f'Content-Disposition: form-data; name="image"; filename="{filename}"\r\n'
-            f"Content-Type: {content_type}\r\n\r\n"
-        ).encode()
+        head = self._heads.get((filename, content_type))
+        if head is None:
+            head = self._heads[filename, content_type] = (
+                f"--{self.boundary}\r\n"
+                f'Content-Disposition: form-data; name="image"; filename="{filename}"\r\n'
+                f"Content-Type: {content_type}\r\n\r\n"
+            ).encode()
         body = b"".join((head, data, self._tail))
         return body if len(body) <= INLINE_BODY_MAX_BYTES else io.BytesIO(body)
 

@@ -240,11 +240,10 @@ class Store:
         self._postgres = engine.dialect.name == "postgresql"
         self._insert = pg_insert if self._postgres else sqlite_insert
         # DO NOTHING: a scan of the same job on another machine may have been first.
-        self._insert_new_items = _BulkInsert(
-            self._insert(items).on_conflict_do_nothing(index_elements=["job_id", "path"]),
-            _NEW_ITEM_COLUMNS,
-            engine.dialect,
+        self._insert_new = self._insert(items).on_conflict_do_nothing(
+            index_elements=["job_id", "path"]
         )
+        self._insert_new_items = _BulkInsert(self._insert_new, _NEW_ITEM_COLUMNS, engine.dialect)
 
     @classmethod
     async def open(cls, url: str, *, migrate: bool = True) -> Store:
@@ -279,6 +278,12 @@ class Store:
         reason = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
         first_line = (str(reason).strip().splitlines() or [type(reason).__name__])[0]
         return f"database {db.display_url(self.url)}: {first_line}"
+
+    @_retried
+    async def schema_revision(self) -> str | None:
+        """The database's Alembic revision."""
+        async with self._begin(writes=False) as connection:
+            return await db.current_revision(connection)
 
     # -- jobs ---------------------------------------------------------------------------------
 
@@ -425,9 +430,7 @@ class Store:
             if self._postgres:
                 # asyncpg does not count an executemany's rows: RETURNING names the new ones.
                 inserted = await connection.execute(
-                    self._insert(items)
-                    .on_conflict_do_nothing(index_elements=["job_id", "path"])
-                    .returning(items.c.path),
+                    self._insert_new.returning(items.c.path),
                     [dict(zip(_NEW_ITEM_COLUMNS, row, strict=True)) for row in rows],
                 )
                 known = list(new.keys() - set(inserted.scalars()))

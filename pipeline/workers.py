@@ -167,26 +167,16 @@ class WorkerPool:
         file ahead a worker, at most two files a worker in memory. A worker reads ahead only
         an item that no idle worker would take, so it never delays one another could start.
         """
-        ahead: list[ClaimedItem | None] = []  # the next item (or the sentinel), taken early
-        reading: asyncio.Future[Read] | None = None
+        ahead: list[tuple[ClaimedItem | None, asyncio.Future[Read] | None]] = []
         while True:
-            if ahead:
-                item = ahead.pop()
-            else:
-                self._idle += 1
-                try:
-                    item = await self.claimed.get()
-                finally:
-                    self._idle -= 1
-                reading = self._start_reading(item)
+            item, reading = ahead.pop() if ahead else await self._next()
             if item is None:
                 return
-            next_reading = None
             # Items beyond those the idle workers will take (a woken worker still counts as
             # idle until it has its item).
             if self.claimed.qsize() > self._idle and not self.stop.is_set():
-                ahead.append(self.claimed.get_nowait())
-                next_reading = self._start_reading(ahead[0])
+                waiting = self.claimed.get_nowait()
+                ahead.append((waiting, self._start_reading(waiting)))
             try:
                 outcome = await self._process(item, reading)
             except OutageTooLong as exc:
@@ -198,8 +188,16 @@ class WorkerPool:
             finally:
                 if reading is not None:
                     reading.cancel()  # a no-op once read; else its bytes are not wanted
-            reading = next_reading
             await self.results.put(outcome)
+
+    async def _next(self) -> tuple[ClaimedItem | None, asyncio.Future[Read] | None]:
+        """Wait for the next item (None: the end), counted idle meanwhile; start its read."""
+        self._idle += 1
+        try:
+            item = await self.claimed.get()
+        finally:
+            self._idle -= 1
+        return item, self._start_reading(item)
 
     def _start_reading(self, item: ClaimedItem | None) -> asyncio.Future[Read] | None:
         """Start reading `item`'s file, unless there is none or the run is stopping."""

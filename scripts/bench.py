@@ -196,7 +196,6 @@ def make_tree(root: Path, count: int, *, distinct: bool) -> Tree:
 class Finished:
     exit_code: int
     wall_s: float
-    cpu_s: float  # user + system, every thread
     max_rss_mb: float
     output: str
 
@@ -241,7 +240,6 @@ class Child:
         return Finished(
             exit_code,
             self._ended - self.started,
-            usage.ru_utime + usage.ru_stime,
             usage.ru_maxrss * 1024 / MB,  # kilobytes on Linux
             self.output.read_text(errors="replace"),
         )
@@ -315,6 +313,36 @@ class Cpu:
         )
 
 
+@dataclass
+class Phase:
+    """One stretch of work against the emulator, over `images` images: its CPU per image,
+    and whether the emulator answered exactly one success per image."""
+
+    emulator: Emulator
+    images: int
+    successes: int = 0
+    before: Cpu | None = None
+    cpu_text: str = ""  # as Cpu.text, once ended
+    client_ms: float = 0.0  # client CPU per image, once ended
+
+    @classmethod
+    def start(cls, emulator: Emulator, images: int) -> Phase:
+        successes = emulator.successes()  # before the CPU snapshot: this request costs CPU too
+        return cls(emulator, images, successes, Cpu.now(emulator))
+
+    def end(self, wall_s: float) -> None:
+        assert self.before is not None
+        after = Cpu.now(self.emulator)
+        self.cpu_text = after.text(self.before, self.images, wall_s)
+        self.client_ms = after.client_ms(self.before, self.images)
+        self.successes = self.emulator.successes() - self.successes
+
+    def check(self, what: str) -> None:
+        """After `end`: BenchError unless every image got its one success."""
+        if self.successes != self.images:
+            raise BenchError(f"{what}: {self.successes} successes for {self.images} images")
+
+
 def machine_busy_s() -> float:
     """CPU seconds the machine spent not idle since boot, every CPU (Linux /proc/stat)."""
     ticks = [int(n) for n in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
@@ -327,7 +355,6 @@ class Bench:
     workdir: Path
     sizes: Sizes
     postgres_url: str
-    quick: bool
     figures: list[Figure] = field(default_factory=list)
     _emulators: dict[tuple[str, int], Emulator] = field(default_factory=dict)
     _children: list[Child] = field(default_factory=list)
@@ -471,11 +498,10 @@ class Bench:
         args += ["--endpoint", emulator.url, "--rate", f"{rate:g}", "--quiet"]
         args += ["--concurrency", str(self.sizes.concurrency)]
         args += ["--max-duration", f"{timeout_s:.0f}"]  # a second stop, should ours fail
-        cpu = Cpu.now(emulator)
+        phase = Phase.start(emulator, expect)
         child = self.start(*args)
         finished = child.wait(timeout_s + 60)
-        after = Cpu.now(emulator)
-        cpu_text = after.text(cpu, expect, finished.wall_s)
+        phase.end(finished.wall_s)
         self.print_profile()
         counts, calls = db_counts(db_url)
         if finished.exit_code != 0 or counts.get("done", 0) != expect:
@@ -483,9 +509,8 @@ class Bench:
                 f"run over {expect} images: exit {finished.exit_code}, items {counts}: "
                 f"{finished.output[-800:]}"
             )
-        return Run(
-            finished, child.wall_started, expect, calls, cpu_text, after.client_ms(cpu, expect)
-        )
+        phase.check("platepipe run")
+        return Run(finished, child.wall_started, expect, calls, phase)
 
 
 @dataclass
@@ -494,12 +519,18 @@ class Run:
     wall_started: float  # time.time() at spawn
     images: int
     calls: CallWindow
-    cpu: str  # CPU per image, as Cpu.text
-    client_ms: float  # client CPU per image
+    phase: Phase  # CPU per image
 
     @property
     def per_s(self) -> float:
         return self.images / self.finished.wall_s
+
+    def describe(self) -> str:
+        return (
+            f"{self.images} images in {self.finished.wall_s:.2f}s wall = {self.per_s:.0f}/s "
+            f"({self.per_s_after_startup:.0f}/s after its {self.startup_s:.2f}s start-up); "
+            f"{self.phase.cpu_text}"
+        )
 
     @property
     def startup_s(self) -> float:
@@ -600,6 +631,11 @@ async def pg_fetch(url: str, statuses: str, window: str) -> tuple[dict[str, int]
         await connection.close()
 
 
+def default_postgres_url() -> str:
+    named = (os.environ[e] for e in POSTGRES_URL_ENVS if os.environ.get(e))
+    return next(named, DEFAULT_POSTGRES_URL)
+
+
 def check_loopback(url: str) -> str:
     """The PostgreSQL URL, if it names this machine: the bench sends nothing elsewhere."""
     host = make_url(url).host or ""
@@ -678,16 +714,16 @@ def full_seconds(admitted: list[int]) -> list[int]:
 
 async def bare_loop(
     endpoint: str, root: Path, concurrency: int, *, one_buffer: bool
-) -> tuple[int, int, float]:
+) -> tuple[int, float]:
     """The floor: walk, read and post every file with `concurrency` requests in flight; no
     database, no checks, blocking reads. With aiohttp's FormData, as a user would script it,
     or (`one_buffer`) with the multipart body framed by hand into one buffer, as platepipe
-    sends it. (files, successes, seconds)"""
+    sends it. (files, seconds)"""
     from pipeline.client import ImageForm
 
     started = time.perf_counter()
     paths = (os.path.join(d, f) for d, _, names in os.walk(root) for f in sorted(names))
-    sent = ok = 0
+    sent = 0
     connector = aiohttp.TCPConnector(limit=concurrency)
     headers = {"Authorization": SECRET_KEY}
     framing = ImageForm()
@@ -696,7 +732,7 @@ async def bare_loop(
     async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
 
         async def worker() -> None:
-            nonlocal sent, ok
+            nonlocal sent
             for path in paths:
                 with open(path, "rb") as image:
                     data = image.read()
@@ -706,12 +742,11 @@ async def bare_loop(
                     form = aiohttp.FormData()
                     form.add_field("image", data, filename="image.jpg", content_type="image/jpeg")
                 async with session.post(endpoint, data=form) as response:
-                    body = await response.read()
+                    await response.read()
                 sent += 1
-                ok += b'"isSuccessful": true' in body
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return sent, ok, time.perf_counter() - started
+    return sent, time.perf_counter() - started
 
 
 def curl_loop(bench: Bench, endpoint: str, paths: Sequence[str], parallel: int) -> float:
@@ -737,47 +772,39 @@ def measure_overhead(bench: Bench) -> None:
 
     bare: dict[str, float] = {}  # images/s of each bare loop
     for label, one_buffer in (("FormData", False), ("one-buffer body", True)):
-        before, cpu = emulator.successes(), Cpu.now(emulator)
-        sent, ok, bare_s = asyncio.run(
+        phase = Phase.start(emulator, sizes.images)
+        sent, bare_s = asyncio.run(
             bare_loop(emulator.endpoint, tree.root, sizes.concurrency, one_buffer=one_buffer)
         )
-        cpu_text = Cpu.now(emulator).text(cpu, sent, bare_s)
-        if ok != sizes.images or emulator.successes() - before != sizes.images:
-            raise BenchError(f"bare loop: {ok} of {sent} calls answered with success")
+        phase.end(bare_s)
+        phase.check(f"bare loop, {label}")
         bare[label] = sent / bare_s
         bench.figure(
             m,
             f"a. bare aiohttp loop, {label}",
-            f"{sent} images in {bare_s:.2f}s = {sent / bare_s:.0f}/s; {cpu_text}",
+            f"{sent} images in {bare_s:.2f}s = {sent / bare_s:.0f}/s; {phase.cpu_text}",
             sent / bare_s,
         )
 
-    before = emulator.successes()
     db_url = bench.sqlite_url("overhead")
     run = bench.run_job(db_url, emulator, [tree.root], rate=UNPACED_RATE_PER_S, expect=sent)
-    if emulator.successes() - before != sent:
-        raise BenchError("platepipe run: the emulator did not see one success per image")
     bench.figure(
         m,
         "b. platepipe run (SQLite)",
-        f"{sent} images in {run.finished.wall_s:.2f}s wall = {run.per_s:.0f}/s "
-        f"({run.per_s_after_startup:.0f}/s after its {run.startup_s:.2f}s start-up); {run.cpu}",
+        run.describe(),
         run.per_s,
     )
 
     paths = [str(p) for p in sorted(tree.root.rglob("*.jpg"))[: sizes.curl_files]]
-    before, cpu = emulator.successes(), Cpu.now(emulator)
+    phase = Phase.start(emulator, len(paths))
     curl_s = curl_loop(bench, emulator.endpoint, paths, sizes.concurrency)
-    after = Cpu.now(emulator)
-    cpu_text = after.text(cpu, len(paths), curl_s)
-    curl_ms = after.client_ms(cpu, len(paths))
-    if emulator.successes() - before != len(paths):
-        raise BenchError("xargs curl: the emulator did not see one success per file")
+    phase.end(curl_s)
+    phase.check("xargs curl")
     curl = len(paths) / curl_s
     bench.figure(
         m,
         f"c. xargs -P {sizes.concurrency} curl",
-        f"{len(paths)} images in {curl_s:.2f}s = {curl:.0f}/s; {cpu_text}",
+        f"{len(paths)} images in {curl_s:.2f}s = {curl:.0f}/s; {phase.cpu_text}",
         curl,
     )
 
@@ -799,8 +826,9 @@ def measure_overhead(bench: Bench) -> None:
     bench.figure(
         m,
         "client CPU per image, xargs curl / run",
-        f"{curl_ms:.2f} ms / {run.client_ms:.2f} ms = {curl_ms / run.client_ms:.1f}",
-        curl_ms / run.client_ms,
+        f"{phase.client_ms:.2f} ms / {run.phase.client_ms:.2f} ms "
+        f"= {phase.client_ms / run.phase.client_ms:.1f}",
+        phase.client_ms / run.phase.client_ms,
     )
 
 
@@ -996,9 +1024,7 @@ def measure_postgres(bench: Bench) -> None:
         bench.figure(
             m,
             f"run on {label}",
-            f"{run.images} images in {run.finished.wall_s:.2f}s wall = {run.per_s:.0f}/s "
-            f"({run.per_s_after_startup:.0f}/s after its {run.startup_s:.2f}s start-up); "
-            f"{run.cpu}",
+            run.describe(),
             run.per_s,
         )
     ratio = runs["PostgreSQL"].per_s / runs["SQLite"].per_s
@@ -1056,7 +1082,7 @@ def run_measurements(names: Sequence[str], options: dict[str, Any]) -> None:
     sizes = replace(sizes, **{k: v for k, v in options.items() if k in SIZE_KEYS and v})
     base = options["workdir"] or tempfile.gettempdir()
     workdir = Path(tempfile.mkdtemp(prefix="platepipe-bench-", dir=base))
-    bench = Bench(workdir, sizes, check_loopback(options["postgres_url"]), quick)
+    bench = Bench(workdir, sizes, check_loopback(options["postgres_url"]))
     if options["profile"]:
         bench.profile_dir = Path(options["profile"]).resolve()
         bench.profile_dir.mkdir(parents=True, exist_ok=True)
@@ -1113,10 +1139,7 @@ def common_options(command: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option(
             "--postgres-url",
-            default=next(
-                (os.environ[e] for e in POSTGRES_URL_ENVS if os.environ.get(e)),
-                DEFAULT_POSTGRES_URL,
-            ),
+            default=default_postgres_url(),
             show_default=True,
             help="A PostgreSQL server on 127.0.0.1; the bench makes and drops its own database.",
         ),
