@@ -23,7 +23,15 @@ from click.core import ParameterSource
 
 from pipeline import logs
 from pipeline.capture import PathPattern, PatternError
-from pipeline.config import SETTINGS, ApiSettings, RunSettings, Secret, default_map
+from pipeline.config import (
+    SETTINGS,
+    ApiSettings,
+    RunSettings,
+    Secret,
+    check_ca_bundle,
+    check_endpoint,
+    default_map,
+)
 from pipeline.config import read_config_file as read_config
 from pipeline.errors import EXIT_STOPPED, ConfigError, JobNotFoundError, PipelineError
 from pipeline.report import format_job, format_jobs_line, job_json
@@ -202,6 +210,13 @@ call_options = options(
         default=default("connect_timeout"),
         show_default=True,
         help="Seconds to open a connection.",
+    ),
+    click.option(
+        "--ca-bundle",
+        type=click.Path(dir_okay=False),
+        default=default("ca_bundle"),
+        help="PEM file of the CAs to trust for the endpoint instead of the system's "
+        "(a private CA or a TLS-inspecting proxy).",
     ),
     click.option(
         "--backoff-base",
@@ -400,7 +415,8 @@ def run_settings(
 
 
 def api_settings(values: dict[str, Any]) -> ApiSettings:
-    """The API's address and credentials; ConfigError when the keys are missing."""
+    """The API's address and credentials; ConfigError when the keys are missing, or the
+    endpoint or the CA bundle cannot work."""
     secret = os.environ.get(SECRET_KEY_ENV, "")
     secret_file = _from_config("secret_key_file")
     if not secret and secret_file:
@@ -411,11 +427,12 @@ def api_settings(values: dict[str, Any]) -> ApiSettings:
     if not values["app_key"] or not secret:
         raise ConfigError(f"set {APP_KEY_ENV} and {SECRET_KEY_ENV} to your NHN Cloud credentials")
     return ApiSettings(
-        values["endpoint"],
+        check_endpoint(values["endpoint"]),
         values["app_key"],
         Secret(secret),
         timeout_s=values["timeout"],
         connect_timeout_s=values["connect_timeout"],
+        ca_bundle=check_ca_bundle(values["ca_bundle"]),
     )
 
 

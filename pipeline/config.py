@@ -7,11 +7,13 @@ file becomes its `default_map`, which flags and environment variables override.
 
 from __future__ import annotations
 
+import ssl
 import tomllib
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pipeline.errors import ConfigError
 
@@ -60,6 +62,49 @@ class ApiSettings:
     secret_key: Secret = field(repr=False)
     timeout_s: float = DEFAULT_TIMEOUT_S
     connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
+    ca_bundle: str | None = None  # PEM file of the CAs to trust instead of the system's
+
+
+def check_endpoint(endpoint: str) -> str:
+    """`endpoint` if a call can be made to it: http or https, and a host; else ConfigError."""
+    try:
+        parts = urlsplit(endpoint)
+        host = parts.hostname
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError as exc:
+        raise ConfigError(f"endpoint {endpoint!r} is not a URL: {exc}") from exc
+    if "://" not in endpoint:
+        # `ocr.example.com` or `localhost:8080`: urlsplit reads no scheme, or the host as one.
+        raise ConfigError(f"endpoint {endpoint!r} has no scheme: write https://{endpoint}")
+    if parts.scheme not in ("http", "https"):
+        raise ConfigError(f"endpoint {endpoint!r}: the scheme must be http or https")
+    if not host:
+        raise ConfigError(f"endpoint {endpoint!r} has no host")
+    return endpoint
+
+
+def ssl_context(ca_bundle: str | None) -> ssl.SSLContext | None:
+    """The TLS context trusting only the CAs of `ca_bundle` (a PEM file), as curl's --cacert;
+    None for the system's CAs. ConfigError when the file cannot be read or holds no CA."""
+    if not ca_bundle:
+        return None
+    return ssl.create_default_context(cafile=ca_bundle)  # load_verify_locations(cafile=...)
+
+
+def check_ca_bundle(ca_bundle: str | None) -> str | None:
+    """`ca_bundle` if it is a readable PEM file of certificates; else ConfigError."""
+    if not ca_bundle:
+        return None
+    try:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.load_verify_locations(cafile=ca_bundle)
+    except ssl.SSLError as exc:  # an OSError too: caught first
+        raise ConfigError(f"ca_bundle {ca_bundle} is not a PEM file of certificates") from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot read ca_bundle {ca_bundle}: {exc.strerror or exc}") from exc
+    if not context.get_ca_certs():
+        raise ConfigError(f"ca_bundle {ca_bundle} holds no CA certificate")
+    return ca_bundle
 
 
 @dataclass(frozen=True)
@@ -105,6 +150,7 @@ SETTINGS: dict[str, Setting] = {
     "secret_key_file": Setting("", str, RUN),
     "timeout": Setting(DEFAULT_TIMEOUT_S, float, RUN),
     "connect_timeout": Setting(DEFAULT_CONNECT_TIMEOUT_S, float, RUN),
+    "ca_bundle": Setting("", str, RUN),
     "rate": Setting(DEFAULT_RATE_PER_S, float, RUN),
     "concurrency": Setting(DEFAULT_CONCURRENCY, int, RUN),
     "max_attempts": Setting(DEFAULT_MAX_ATTEMPTS, int, RUN),

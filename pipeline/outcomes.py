@@ -55,6 +55,10 @@ class Answer:
     http_status: int | None = None
     recognition: Recognition | None = None
     retry_after_s: float | None = None  # a gateway's Retry-After, a minimum pause for the pool
+    # Whether the request reached the API (a call to count): False when no connection was made
+    # (refused, unknown host, a certificate that does not verify, a connect timeout); True for
+    # every answer and for a request that was sent but not answered in time.
+    reached: bool = True
 
 
 @dataclass(frozen=True, slots=True)
