@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
-from pipeline.config import SETTINGS, Secret, default_map, read_config_file
+from pipeline.config import (
+    SETTINGS,
+    Secret,
+    check_ca_bundle,
+    check_endpoint,
+    default_map,
+    read_config_file,
+    ssl_context,
+)
 from pipeline.errors import ConfigError
 
 DEFAULT_TOML = Path(__file__).resolve().parents[2] / "config" / "default.toml"
@@ -94,3 +103,53 @@ def test_default_toml_lists_every_setting_with_its_default() -> None:
     assert set(values) == set(SETTINGS)
     for key, setting in SETTINGS.items():
         assert values[key] == setting.default, key
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    ["https://ocr.api.nhncloudservice.com", "http://127.0.0.1:8080", "https://gw.example/ocr/"],
+)
+def test_an_endpoint_with_a_scheme_and_a_host_is_taken(endpoint: str) -> None:
+    assert check_endpoint(endpoint) == endpoint
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "says"),
+    [
+        ("ocr.example.com", "has no scheme: write https://ocr.example.com"),
+        ("localhost:8080", "has no scheme"),
+        ("ftp://ocr.example.com", "must be http or https"),
+        ("https://", "has no host"),
+        ("https:///v1.0", "has no host"),
+        ("http://ocr.example.com:port", "is not a URL"),
+    ],
+)
+def test_an_endpoint_that_cannot_work_is_a_config_error(endpoint: str, says: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(says)) as raised:
+        check_endpoint(endpoint)
+
+    assert "\n" not in str(raised.value)
+
+
+def test_a_ca_bundle_must_be_a_readable_pem_of_certificates(tmp_path) -> None:
+    not_pem = tmp_path / "notes.txt"
+    not_pem.write_text("not a certificate\n")
+
+    with pytest.raises(ConfigError, match=r"cannot read ca_bundle .*: No such file"):
+        check_ca_bundle(str(tmp_path / "missing.pem"))
+    with pytest.raises(ConfigError, match="cannot read ca_bundle"):
+        check_ca_bundle(str(tmp_path))
+    with pytest.raises(ConfigError, match="is not a PEM file of certificates"):
+        check_ca_bundle(str(not_pem))
+    assert check_ca_bundle("") is None
+    assert ssl_context(None) is None
+
+
+def test_a_ca_bundle_becomes_the_only_trusted_cas(tmp_path) -> None:
+    from tests.support.tls import self_signed
+
+    cert, _key = self_signed(tmp_path)
+
+    assert check_ca_bundle(str(cert)) == str(cert)
+    context = ssl_context(str(cert))
+    assert [c["subject"] for c in context.get_ca_certs()] == [((("commonName", "127.0.0.1"),),)]
