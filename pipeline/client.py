@@ -122,7 +122,7 @@ def parse_answer(
         if not isinstance(header, dict):
             raise Unusable("no header object")
         code = _result_code(header.get("resultCode"))
-        message = scrub.line(_string(header.get("resultMessage")) or "", MESSAGE_MAX_CHARS)
+        message = scrub.line(_string(header.get("resultMessage")), MESSAGE_MAX_CHARS) or ""
         kind = classify(code)
         if kind is not Kind.DONE:
             return Answer(kind, str(code), message, latency_s, http_status)
