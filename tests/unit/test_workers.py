@@ -14,17 +14,16 @@ import pytest
 from pipeline import workers
 from pipeline.outcomes import Answer, Kind, Plate, Recognition
 from pipeline.pacing import Breaker, RateGovernor
-from pipeline.store import ClaimedItem, utcnow
-from pipeline.workers import (
+from pipeline.preflight import (
     JPEG_MAGIC,
     MAX_IMAGE_BYTES,
     PNG_MAGIC,
-    UNKNOWN_CODE_MAX_ATTEMPTS,
-    RetryPolicy,
-    WorkerPool,
+    Read,
     read_checked,
     sniff_type,
 )
+from pipeline.store import ClaimedItem, utcnow
+from pipeline.workers import UNKNOWN_CODE_MAX_ATTEMPTS, RetryPolicy, WorkerPool
 
 MAX_ATTEMPTS = 5
 BACKOFF_BASE_S = 2.0
@@ -72,14 +71,16 @@ async def test_read_checked_returns_a_jpeg_s_bytes(tmp_path: Path) -> None:
     data = JPEG_MAGIC + b"rest of the image"
     (tmp_path / "a.jpg").write_bytes(data)
 
-    assert await read_checked(str(tmp_path / "a.jpg")) == data
+    result = await read_checked(str(tmp_path / "a.jpg"))
+
+    assert result.data == data
 
 
 async def test_read_checked_returns_a_png_s_bytes(tmp_path: Path) -> None:
     data = PNG_MAGIC + b"rest of the image"
     (tmp_path / "a.png").write_bytes(data)
 
-    assert await read_checked(str(tmp_path / "a.png")) == data
+    assert (await read_checked(str(tmp_path / "a.png"))).data == data
 
 
 async def test_read_checked_accepts_exactly_the_size_limit(tmp_path: Path) -> None:
@@ -88,8 +89,7 @@ async def test_read_checked_accepts_exactly_the_size_limit(tmp_path: Path) -> No
 
     result = await read_checked(str(tmp_path / "a.jpg"))
 
-    assert isinstance(result, bytes)
-    assert len(result) == MAX_IMAGE_BYTES
+    assert len(result.data) == MAX_IMAGE_BYTES
 
 
 async def test_read_checked_refuses_a_file_over_the_size_limit(tmp_path: Path) -> None:
@@ -372,16 +372,16 @@ def _jpeg_items(tmp_path: Path, count: int) -> list[ClaimedItem]:
     found = []
     for n in range(count):
         path = tmp_path / f"{n}.jpg"
-        path.write_bytes(workers.JPEG_MAGIC + bytes(100))
+        path.write_bytes(JPEG_MAGIC + bytes(100))
         found.append(ClaimedItem(n + 1, str(path), 103, 0.0, 0, captured_at=NOW))
     return found
 
 
 async def test_a_worker_reads_the_next_file_while_its_call_is_out(tmp_path, monkeypatch) -> None:
     read: list[str] = []
-    real_read = workers.read_checked
+    real_read = read_checked
 
-    async def spy(path: str | bytes) -> workers.Read:
+    async def spy(path: str | bytes) -> Read:
         read.append(Path(os.fsdecode(path)).name)
         return await real_read(path)
 

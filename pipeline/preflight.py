@@ -1,0 +1,147 @@
+"""Pre-flight: read an item's file and decide whether the API would take it, before any call.
+
+Only regular files are ever read. The file is opened without blocking (`O_NONBLOCK`: a FIFO
+opens at once instead of waiting for a writer), and what was opened is checked with `fstat`
+before a byte is read: a FIFO, socket or device swapped in for an image after the scan is
+refused, never read. Symlinks are followed: a link to an image is an image.
+
+The bytes come with the size and mtime of that same `fstat`, so the item records the file as
+it was sent, not as the scan saw it: an unchanged tree is never paid for twice.
+
+Reads run in daemon threads (`in_daemon_thread`): a read stuck on a hung network mount holds
+up neither the event loop nor the process's exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import stat
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+MAX_IMAGE_BYTES = 5 * 1024 * 1024
+JPEG_MAGIC = b"\xff\xd8\xff"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+# Not O_NOFOLLOW: symlinks to images are legitimate (the scanner enqueues them on purpose).
+OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Checked:
+    """A file the API would take: its bytes, and the size and mtime they were read at."""
+
+    data: bytes
+    size: int
+    mtime: float
+
+
+# A file's bytes, or why it cannot be sent (reason, message): no call is spent on it.
+Read = Checked | tuple[str, str]
+
+
+class NotRegular(OSError):
+    """What was opened is a FIFO, socket, device or folder: never read."""
+
+
+def sniff_type(head: bytes) -> tuple[str, str] | None:
+    """(file name to send, content type) by magic bytes, or None for neither JPEG nor PNG."""
+    if head.startswith(JPEG_MAGIC):
+        return "image.jpg", "image/jpeg"
+    if head.startswith(PNG_MAGIC):
+        return "image.png", "image/png"
+    return None
+
+
+def _read_head(path: str | bytes) -> tuple[bytes, os.stat_result]:
+    """Up to one byte more than the API takes (enough to tell a file that is too large), and
+    the `fstat` taken before the read: if the file changes while it is read, the next scan
+    sees a size or mtime other than the recorded one and sends it again, never the reverse."""
+    fd = os.open(path, OPEN_FLAGS)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise NotRegular(f"{_kind(st.st_mode)}, not a regular file")
+        chunks, left = [], MAX_IMAGE_BYTES + 1
+        while left > 0:
+            chunk = os.read(fd, left)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks), st
+    finally:
+        os.close(fd)
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a plain file"
+
+
+async def read_checked(path: str | bytes) -> Read:
+    """The file's bytes (a `Checked`), or (reason, message) when the API would reject it."""
+    try:
+        data, st = await in_daemon_thread(_read_head, path)
+    except FileNotFoundError:
+        return "missing", "the file vanished since the scan"
+    except NotRegular as exc:
+        return "not_image", str(exc)
+    except IsADirectoryError:
+        return "not_image", "a directory, not a file"
+    except PermissionError as exc:
+        return "unreadable", exc.strerror or "permission denied"
+    except OSError as exc:
+        return "unreadable", exc.strerror or str(exc)
+    if not data:
+        return "empty", "zero bytes"
+    if len(data) > MAX_IMAGE_BYTES:
+        return "too_large", f"over the API's {MAX_IMAGE_BYTES} bytes"
+    if sniff_type(data[:8]) is None:
+        return "not_image", "neither JPEG nor PNG by its first bytes"
+    return Checked(data, st.st_size, st.st_mtime)
+
+
+async def in_daemon_thread(function: Callable[..., T], *args: object) -> T:
+    """`function(*args)` in a new daemon thread, awaited.
+
+    Not the default executor: `asyncio.run` joins its threads on the way out, and so does the
+    interpreter for any non-daemon thread, so one read stuck on a hung NFS mount would keep a
+    stopped run alive until SIGKILL. A daemon thread that is still stuck dies with the
+    process. One thread per call: starting one takes tens of microseconds, next to an API call
+    of a few hundred milliseconds; and a stuck one is never reused.
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: T | None, error: BaseException | None) -> None:
+        if future.cancelled():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)  # type: ignore[arg-type]
+
+    def work() -> None:
+        try:
+            result, error = function(*args), None
+        except BaseException as exc:  # handed to the awaiting task, as an executor would
+            result, error = None, exc
+        # A closed loop (RuntimeError): the run is over and nobody waits for this any more.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=work, name="platepipe-fs", daemon=True).start()
+    return await future
