@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
+import threading
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -18,7 +20,9 @@ from pipeline.preflight import (
     JPEG_MAGIC,
     MAX_IMAGE_BYTES,
     PNG_MAGIC,
+    Checked,
     Read,
+    in_daemon_thread,
     read_checked,
     sniff_type,
 )
@@ -132,6 +136,54 @@ async def test_read_checked_refuses_a_directory(tmp_path: Path) -> None:
     reason, _message = await read_checked(str(tmp_path / "x.jpg"))
 
     assert reason == "not_image"
+
+
+async def test_read_checked_gives_the_size_and_mtime_the_bytes_were_read_at(tmp_path: Path) -> None:
+    path = tmp_path / "a.jpg"
+    path.write_bytes(JPEG_MAGIC + b"the frame")
+    os.utime(path, (1_700_000_000.5, 1_700_000_000.5))
+
+    result = await read_checked(str(path))
+
+    assert result == Checked(JPEG_MAGIC + b"the frame", 12, 1_700_000_000.5)
+
+
+async def test_read_checked_follows_a_symlink_to_an_image(tmp_path: Path) -> None:
+    (tmp_path / "target.jpg").write_bytes(JPEG_MAGIC + b"x")
+    (tmp_path / "link.jpg").symlink_to(tmp_path / "target.jpg")
+
+    result = await read_checked(str(tmp_path / "link.jpg"))
+
+    assert result.data == JPEG_MAGIC + b"x"
+
+
+async def test_read_checked_refuses_a_fifo_without_waiting_for_a_writer(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "x.jpg")  # a blocking open would wait for a writer forever
+
+    reason, message = await asyncio.wait_for(read_checked(str(tmp_path / "x.jpg")), 5)
+
+    assert reason == "not_image"
+    assert "FIFO" in message
+
+
+async def test_read_checked_refuses_a_socket(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_UNIX) as listening:
+        listening.bind(str(tmp_path / "s.jpg"))
+        reason, _message = await asyncio.wait_for(read_checked(str(tmp_path / "s.jpg")), 5)
+
+    assert reason in ("not_image", "unreadable")  # Linux refuses to open a socket at all
+
+
+async def test_read_checked_refuses_a_device() -> None:
+    reason, message = await asyncio.wait_for(read_checked("/dev/zero"), 5)
+
+    assert (reason, message) == ("not_image", "a device, not a regular file")
+
+
+async def test_in_daemon_thread_hands_back_results_and_errors() -> None:
+    assert await in_daemon_thread(lambda a, b: a + b, 2, 3) == 5
+    with pytest.raises(ZeroDivisionError):
+        await in_daemon_thread(lambda: 1 / 0)
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can read a chmod 000 file")
@@ -430,3 +482,45 @@ async def test_no_worker_reads_ahead_an_item_an_idle_worker_could_start(tmp_path
     for _ in workers_:
         claimed.put_nowait(None)
     await asyncio.wait_for(asyncio.gather(*workers_), 5)
+
+
+async def test_a_stop_sends_back_an_item_whose_read_is_stuck(tmp_path, monkeypatch) -> None:
+    never = threading.Event()
+
+    async def stuck(path: str | bytes) -> Read:
+        return await in_daemon_thread(never.wait)  # a hung mount: this read never returns
+
+    monkeypatch.setattr(workers, "read_checked", stuck)
+    claimed: asyncio.Queue = asyncio.Queue()
+    for item in [*_jpeg_items(tmp_path, 1), None]:
+        claimed.put_nowait(item)
+    client, stop = _HeldClient(), asyncio.Event()
+    pool = _pool(client, claimed, stop)
+    worker = asyncio.create_task(pool.run())
+    await asyncio.sleep(0.05)
+
+    stop.set()
+    await asyncio.wait_for(worker, 5)
+
+    outcome = pool.results.get_nowait()
+    assert (outcome.item_id, outcome.status, outcome.attempts) == (1, "pending", 0)
+    assert client.calls == 0
+    never.set()
+
+
+async def test_a_sent_item_carries_the_size_and_mtime_it_was_read_at(tmp_path) -> None:
+    (item,) = _jpeg_items(tmp_path, 1)
+    Path(item.path).write_bytes(JPEG_MAGIC + bytes(500))  # rewritten since the scan
+    claimed: asyncio.Queue = asyncio.Queue()
+    for queued in (item, None):
+        claimed.put_nowait(queued)
+    client, stop = _HeldClient(), asyncio.Event()
+    client.release.set()
+    pool = _pool(client, claimed, stop)
+
+    await asyncio.wait_for(pool.run(), 5)
+
+    outcome = pool.results.get_nowait()
+    st = os.stat(item.path)
+    assert (outcome.status, outcome.size, outcome.mtime) == ("done", st.st_size, st.st_mtime)
+    assert item.size != st.st_size
