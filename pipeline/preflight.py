@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import queue
 import stat
 import threading
 from collections.abc import Callable
@@ -114,15 +115,55 @@ async def read_checked(path: str | bytes) -> Read:
     return Checked(data, st.st_size, st.st_mtime)
 
 
-async def in_daemon_thread(function: Callable[..., T], *args: object) -> T:
-    """`function(*args)` in a new daemon thread, awaited.
+class DaemonThreads:
+    """A thread pool whose threads are daemons: one stuck in a system call (a read on a hung
+    NFS mount) holds up neither a stopped run nor the process's exit.
 
-    Not the default executor: `asyncio.run` joins its threads on the way out, and so does the
-    interpreter for any non-daemon thread, so one read stuck on a hung NFS mount would keep a
-    stopped run alive until SIGKILL. A daemon thread that is still stuck dies with the
-    process. One thread per call: starting one takes tens of microseconds, next to an API call
-    of a few hundred milliseconds; and a stuck one is never reused.
+    Not the default executor, nor a `ThreadPoolExecutor`: `asyncio.run` joins the default
+    executor's threads on the way out, and the interpreter joins every `ThreadPoolExecutor`
+    thread at exit, so one read that never returns would keep the process alive until SIGKILL.
+    Threads start on demand and stay for the next job (a hand-off, not a thread start, per
+    read: half the cost on a small file).
     """
+
+    def __init__(self, max_threads: int, name: str) -> None:
+        self._max_threads = max_threads
+        self._name = name
+        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._threads = 0
+        self._idle = 0  # threads waiting for a job that no submit has promised them yet
+        self._waiting = 0  # jobs queued with no thread promised: the next one free takes them
+
+    def submit(self, job: Callable[[], None]) -> None:
+        with self._lock:
+            self._jobs.put(job)
+            if self._idle:
+                self._idle -= 1
+            elif self._threads < self._max_threads:
+                self._threads += 1
+                name = f"{self._name}-{self._threads}"
+                threading.Thread(target=self._serve, name=name, daemon=True).start()
+            else:
+                self._waiting += 1
+
+    def _serve(self) -> None:
+        while True:
+            self._jobs.get()()
+            with self._lock:
+                if self._waiting:
+                    self._waiting -= 1
+                else:
+                    self._idle += 1
+
+
+# Two reads a worker at most (one being sent, one read ahead); past this many at once, reads
+# queue. Enough for any concurrency a rate limit allows; a hung mount stalls reads anyway.
+_FILE_THREADS = DaemonThreads(64, "platepipe-fs")
+
+
+async def in_daemon_thread(function: Callable[..., T], *args: object) -> T:
+    """`function(*args)` in one of the file-system daemon threads, awaited."""
     loop = asyncio.get_running_loop()
     future: asyncio.Future[T] = loop.create_future()
 
@@ -143,5 +184,5 @@ async def in_daemon_thread(function: Callable[..., T], *args: object) -> T:
         with contextlib.suppress(RuntimeError):
             loop.call_soon_threadsafe(settle, result, error)
 
-    threading.Thread(target=work, name="platepipe-fs", daemon=True).start()
+    _FILE_THREADS.submit(work)
     return await future
