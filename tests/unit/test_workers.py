@@ -1,5 +1,5 @@
-"""Unit tests of the workers' pure parts (pipeline/workers.py): local file checks, the retry
-policy, and the request limiter's spacing."""
+"""Unit tests of the workers' pure parts (pipeline/workers.py): the retry policy, the request
+limiter's spacing, and the pool's reads (ahead, stuck, and what an item records of them)."""
 
 from __future__ import annotations
 
@@ -15,12 +15,7 @@ import pytest
 from pipeline import workers
 from pipeline.outcomes import Answer, Kind, Plate, Recognition
 from pipeline.pacing import Breaker, RateGovernor
-from pipeline.preflight import (
-    JPEG_MAGIC,
-    Read,
-    in_daemon_thread,
-    read_checked,
-)
+from pipeline.preflight import JPEG_MAGIC, Read, in_daemon_thread, read_checked
 from pipeline.store import ClaimedItem, utcnow
 from pipeline.workers import UNKNOWN_CODE_MAX_ATTEMPTS, RetryPolicy, WorkerPool
 
