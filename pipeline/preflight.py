@@ -1,9 +1,10 @@
 """Pre-flight: read an item's file and decide whether the API would take it, before any call.
 
-Only regular files are ever read. The file is opened without blocking (`O_NONBLOCK`: a FIFO
-opens at once instead of waiting for a writer), and what was opened is checked with `fstat`
-before a byte is read: a FIFO, socket or device swapped in for an image after the scan is
-refused, never read. Symlinks are followed: a link to an image is an image.
+Only regular files are ever read. The path is looked at first (`stat`), then opened without
+blocking (`O_NONBLOCK`: a FIFO opens at once instead of waiting for a writer), and what was
+opened is checked again with `fstat` before a byte is read: a FIFO, socket or device swapped
+in for an image after the scan is refused, never read. Symlinks are followed: a link to an
+image is an image.
 
 The bytes come with the size and mtime of that same `fstat`, so the item records the file as
 it was sent, not as the scan saw it: an unchanged tree is never paid for twice.
@@ -63,11 +64,13 @@ def _read_head(path: str | bytes) -> tuple[bytes, os.stat_result]:
     """Up to one byte more than the API takes (enough to tell a file that is too large), and
     the `fstat` taken before the read: if the file changes while it is read, the next scan
     sees a size or mtime other than the recorded one and sends it again, never the reverse."""
+    # Looked at by name first, so a device is never even opened (opening some has effects:
+    # a tape rewinds); then what was opened is checked again, for a swap in between.
+    _refuse_unless_regular(os.stat(path))
     fd = os.open(path, OPEN_FLAGS)
     try:
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise NotRegular(f"{_kind(st.st_mode)}, not a regular file")
+        _refuse_unless_regular(st)
         chunks, left = [], MAX_IMAGE_BYTES + 1
         while left > 0:
             chunk = os.read(fd, left)
@@ -78,6 +81,11 @@ def _read_head(path: str | bytes) -> tuple[bytes, os.stat_result]:
         return b"".join(chunks), st
     finally:
         os.close(fd)
+
+
+def _refuse_unless_regular(st: os.stat_result) -> None:
+    if not stat.S_ISREG(st.st_mode):
+        raise NotRegular(f"{_kind(st.st_mode)}, not a regular file")
 
 
 def _kind(mode: int) -> str:

@@ -143,6 +143,20 @@ async def test_read_checked_refuses_a_fifo_without_waiting_for_a_writer(tmp_path
     assert "FIFO" in message
 
 
+async def test_read_checked_checks_what_it_opened_not_only_the_name(tmp_path, monkeypatch):
+    # A FIFO swapped in between the look at the name and the open: the open must not block,
+    # and what was opened is refused.
+    regular = tmp_path / "regular.jpg"
+    regular.write_bytes(JPEG_MAGIC + b"x")
+    os.mkfifo(tmp_path / "x.jpg")
+    real_stat = os.stat
+    monkeypatch.setattr(os, "stat", lambda path, **kw: real_stat(regular))
+
+    reason, message = await asyncio.wait_for(read_checked(str(tmp_path / "x.jpg")), 5)
+
+    assert (reason, message) == ("not_image", "a FIFO, not a regular file")
+
+
 async def test_read_checked_refuses_a_socket(tmp_path: Path) -> None:
     with socket.socket(socket.AF_UNIX) as listening:
         listening.bind(str(tmp_path / "s.jpg"))
