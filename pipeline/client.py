@@ -1,9 +1,8 @@
-"""The NHN Vehicle Plate OCR API: build the request, parse the answer, classify the result code.
+"""The NHN Vehicle Plate OCR API: build the request, parse the answer.
 
-Every call ends in exactly one `Answer` whose `kind` follows SPEC's table; transport trouble
-(timeouts, refused or reset connections, gateway 429/5xx, bodies that are not the expected JSON)
-is retryable. Nothing here raises for a single call's failure, and no text that leaves this module
-can carry the secret key.
+Every call ends in exactly one `Answer`, whose code (NHN's resultCode, `http_NNN` or a transport
+reason) pipeline/verdicts.py gives its meaning. Nothing here raises for a single call's failure,
+and no text that leaves this module can carry the secret key.
 """
 
 from __future__ import annotations
@@ -20,15 +19,11 @@ from typing import Any
 import aiohttp
 
 from pipeline.config import ApiSettings
-from pipeline.outcomes import Answer, Kind, Plate, Recognition
+from pipeline.outcomes import Answer, Plate, Recognition
+from pipeline.verdicts import Verdict, judge, of_result_code
 
 API_PATH = "/v1.0/appkeys/{app_key}/vehicle-plate"
 
-RETRY_CODES = frozenset({-1, 4000006})
-PERMANENT_CODES = frozenset({4000001, 4000002, 4000003, 4000004, 4131000})
-FATAL_CODES = frozenset({4000005, 4010001, 4000401})
-# A wrong endpoint or keys rejected by a gateway: every call would fail alike.
-FATAL_HTTP_STATUSES = frozenset({401, 403, 404, 405})
 BOX_KEYS = ("x1", "y1", "x2", "y2", "x3", "y3", "x4", "y4")
 MESSAGE_MAX_CHARS = 500
 # aiohttp warns about (and under -W error refuses) a raw bytes body larger than this.
@@ -36,40 +31,16 @@ INLINE_BODY_MAX_BYTES = 1024 * 1024
 PLATE_VALUE_MAX_CHARS = 64
 
 
-def classify(code: int) -> Kind:
-    if code == 0:
-        return Kind.DONE
-    if code in FATAL_CODES:
-        return Kind.FATAL
-    if code in PERMANENT_CODES:
-        return Kind.PERMANENT
-    if code in RETRY_CODES or 5000000 <= code <= 5999999:
-        return Kind.RETRY
-    return Kind.UNKNOWN
-
-
-def classify_http(status: int) -> Kind:
-    """What a non-200 status from the endpoint (or a gateway before it) means."""
-    if status in FATAL_HTTP_STATUSES:
-        return Kind.FATAL
-    if status == 413:
-        return Kind.PERMANENT
-    if status in (408, 429) or status >= 500:
-        return Kind.RETRY
-    return Kind.UNKNOWN
-
-
 def parse_answer(
     http_status: int, body: bytes, latency_s: float, retry_after: str | None = None
 ) -> Answer:
     """Turn one HTTP answer into an `Answer`; pure, so every odd body can be unit-tested."""
     if http_status != 200:
-        kind = classify_http(http_status)
-        message = _snippet(body)
-        if kind is Kind.FATAL:
-            message = f"the endpoint answered HTTP {http_status}: check --endpoint and the keys"
         code = f"http_{http_status}"
-        return Answer(kind, code, message, latency_s, http_status, None, _seconds(retry_after))
+        message = _snippet(body)
+        if judge(code) is Verdict.FATAL:
+            message = f"the endpoint answered HTTP {http_status}: check --endpoint and the keys"
+        return Answer(code, message, latency_s, http_status, None, _seconds(retry_after))
     try:
         doc = json.loads(body)
         header = doc["header"]
@@ -77,19 +48,25 @@ def parse_answer(
         message = _text(header.get("resultMessage"), MESSAGE_MAX_CHARS) or ""
     except (ValueError, TypeError, KeyError, OverflowError) as exc:
         reason = f"not the API's JSON ({type(exc).__name__}): {_snippet(body)}"
-        return Answer(Kind.RETRY, "bad_response", reason, latency_s, http_status)
-    kind = classify(code)
-    if kind is not Kind.DONE:
-        return Answer(kind, str(code), message, latency_s, http_status)
+        return Answer("bad_response", reason, latency_s, http_status)
+    verdict = of_result_code(code)
+    if verdict is Verdict.NO_PLATE:
+        # A result without a plate: kept as a recognition (whatever `result` it carries
+        # besides), so SQL tells a plate-less image from one never sent.
+        result = doc.get("result") if isinstance(doc.get("result"), dict) else {}
+        recognition = _parse_result({**result, "values": [], "boxes": []}, body, code)
+        return Answer(str(code), message, latency_s, http_status, recognition)
+    if verdict is not Verdict.DONE:
+        return Answer(str(code), message, latency_s, http_status)
     try:
         recognition = _parse_result(doc["result"], body)
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         reason = f"success without a usable result ({type(exc).__name__}): {_snippet(body)}"
-        return Answer(Kind.RETRY, "bad_response", reason, latency_s, http_status)
-    return Answer(Kind.DONE, "0", message, latency_s, http_status, recognition)
+        return Answer("bad_response", reason, latency_s, http_status)
+    return Answer("0", message, latency_s, http_status, recognition)
 
 
-def _parse_result(result: dict[str, Any], body: bytes) -> Recognition:
+def _parse_result(result: dict[str, Any], body: bytes, result_code: int = 0) -> Recognition:
     values = result.get("values") or []
     boxes = result.get("boxes") or []
     # values[i] belongs to boxes[i]. A value without a box is kept without coordinates; a box
@@ -107,6 +84,7 @@ def _parse_result(result: dict[str, Any], body: bytes) -> Recognition:
         resolution=_text(result.get("resolution"), 16),
         plates=plates,
         raw=_clean(body.decode("utf-8", errors="replace")),
+        result_code=result_code,
     )
 
 
@@ -187,6 +165,7 @@ class NhnClient:
 
     def __init__(self, api: ApiSettings, *, connections: int) -> None:
         self._api = api
+        self.endpoint = api.endpoint
         self._url = api.endpoint.rstrip("/") + API_PATH.format(app_key=api.app_key)
         self._connections = connections
         self._session: aiohttp.ClientSession | None = None
@@ -224,6 +203,10 @@ class NhnClient:
                 return self._redacted(answer)
         except TimeoutError:
             return self._transport("timeout", "no answer in time", started)
+        except aiohttp.ClientConnectorError as exc:
+            if isinstance(exc.os_error, ConnectionRefusedError):
+                return self._transport("connection_refused", f"{exc}", started, reached=False)
+            return self._transport("connection", f"{type(exc).__name__}: {exc}", started)
         except aiohttp.ClientConnectionError as exc:
             return self._transport("connection", f"{type(exc).__name__}: {exc}", started)
         except aiohttp.ClientError as exc:
@@ -244,6 +227,8 @@ class NhnClient:
         """`text` made safe to log or store: the secret key replaced by `***`."""
         return self._api.secret_key.redact(text)
 
-    def _transport(self, code: str, message: str, started: float) -> Answer:
+    def _transport(
+        self, code: str, message: str, started: float, *, reached: bool = True
+    ) -> Answer:
         message = self.redact(message)[:MESSAGE_MAX_CHARS]
-        return Answer(Kind.RETRY, code, message, time.monotonic() - started)
+        return Answer(code, message, time.monotonic() - started, reached=reached)

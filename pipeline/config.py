@@ -26,6 +26,7 @@ DEFAULT_BACKOFF_CAP_S = 60.0
 DEFAULT_INCLUDE = ("*.jpg", "*.jpeg", "*.png")
 DEFAULT_PROGRESS_EVERY_S = 10.0
 DEFAULT_MAX_OUTAGE_S = 900.0
+DEFAULT_MAX_DB_OUTAGE_S = 300.0
 DEFAULT_DB_URL = "sqlite:///platepipe.db"
 
 
@@ -82,6 +83,7 @@ class RunSettings:
     max_duration_s: float | None = None
     max_requests: int | None = None  # the run's cost cap, in calls
     max_outage_s: float = DEFAULT_MAX_OUTAGE_S
+    max_db_outage_s: float = DEFAULT_MAX_DB_OUTAGE_S  # wait out a database away this long
     capture_pattern: str | None = None  # regex with named groups camera, date, time
 
 
@@ -111,6 +113,7 @@ SETTINGS: dict[str, Setting] = {
     "backoff_base": Setting(DEFAULT_BACKOFF_BASE_S, float, RUN),
     "backoff_cap": Setting(DEFAULT_BACKOFF_CAP_S, float, RUN),
     "max_outage": Setting(DEFAULT_MAX_OUTAGE_S, float, RUN),
+    "max_db_outage": Setting(DEFAULT_MAX_DB_OUTAGE_S, float, RUN),
     "include": Setting(list(DEFAULT_INCLUDE), list, RUN),
     "exclude": Setting([], list, RUN),
     "progress_every": Setting(DEFAULT_PROGRESS_EVERY_S, float, RUN),

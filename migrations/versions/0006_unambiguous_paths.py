@@ -10,7 +10,7 @@ path is escaped, each backslash doubled and each odd byte as `\\xNN`, its bytes 
 The rules are copied here, not imported: a migration must do the same thing forever.
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 Create Date: 2026-11-30
 """
 
@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0006"
-down_revision = "0004"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 

@@ -11,7 +11,7 @@ from PIL import Image
 from pipeline.client import NhnClient
 from pipeline.config import ApiSettings, Secret
 from pipeline.emulator import start_emulator
-from pipeline.outcomes import Kind
+from pipeline.verdicts import Verdict
 from tests.support.corpus import make_image
 
 APP_KEY, SECRET = "k", "s3cret-value"
@@ -34,7 +34,7 @@ async def test_uploads_past_one_mib_succeed(tmp_path):
     finally:
         await runner.cleanup()
 
-    assert answer.kind is Kind.DONE, answer
+    assert answer.verdict is Verdict.DONE, answer
     assert answer.recognition.file_type == "png"
 
 
@@ -49,7 +49,7 @@ async def test_wrong_secret_is_fatal_and_never_echoed(tmp_path):
     finally:
         await runner.cleanup()
 
-    assert (answer.kind, answer.code) == (Kind.FATAL, "4010001")
+    assert (answer.verdict, answer.code) == (Verdict.FATAL, "4010001")
     assert SECRET not in repr(answer)
 
 
@@ -60,7 +60,8 @@ async def test_refused_connection_is_retryable():
     async with NhnClient(settings(f"http://127.0.0.1:{port}"), connections=1) as client:
         answer = await client.recognize(b"\xff\xd8\xff", "a.jpg", "image/jpeg")
 
-    assert (answer.kind, answer.code) == (Kind.RETRY, "connection")
+    assert (answer.verdict, answer.code) == (Verdict.OUTAGE, "connection_refused")
+    assert not answer.reached  # no call was paid for
     assert SECRET not in answer.message
 
 
@@ -85,7 +86,7 @@ async def test_a_server_slower_than_the_timeout_is_retryable():
         await server.wait_closed()
         await asyncio.sleep(0.05)  # let the handler close its side
 
-    assert (answer.kind, answer.code) == (Kind.RETRY, "timeout")
+    assert (answer.verdict, answer.code) == (Verdict.OUTAGE, "timeout")
     assert answer.latency_s < 2
 
 
@@ -104,5 +105,5 @@ async def test_a_dropped_connection_is_retryable():
         server.close()
         await server.wait_closed()
 
-    assert answer.kind is Kind.RETRY
+    assert answer.verdict is Verdict.OUTAGE
     assert answer.code in ("connection", "client_error")

@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
-from pipeline.client import MESSAGE_MAX_CHARS, NhnClient, classify, parse_answer
+from pipeline.client import MESSAGE_MAX_CHARS, NhnClient, parse_answer
 from pipeline.config import ApiSettings, RunSettings, Secret
-from pipeline.outcomes import Kind, Plate
+from pipeline.outcomes import Plate
+from pipeline.verdicts import Verdict
 
 SECRET_VALUE = "s3cr3t-KEY-value"
 LATENCY_S = 0.25
@@ -49,43 +50,13 @@ def _failure(code: Any, message: str) -> bytes:
 GUIDE_BODY = _success([{"value": "123가4567", "conf": 0.93}], [GUIDE_BOX])
 
 
-# --- classify -------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("code", "kind"),
-    [
-        (0, Kind.DONE),
-        (-1, Kind.RETRY),
-        (4000001, Kind.PERMANENT),
-        (4000002, Kind.PERMANENT),
-        (4000003, Kind.PERMANENT),
-        (4000004, Kind.PERMANENT),
-        (4000005, Kind.FATAL),
-        (4000006, Kind.RETRY),
-        (4010001, Kind.FATAL),
-        (4000401, Kind.FATAL),
-        (4131000, Kind.PERMANENT),
-        (5000001, Kind.RETRY),
-        (5123456, Kind.RETRY),
-        (5999999, Kind.RETRY),
-        (1234567, Kind.UNKNOWN),
-        (4000007, Kind.UNKNOWN),
-        (6000000, Kind.UNKNOWN),
-        (1, Kind.UNKNOWN),
-    ],
-)
-def test_classify_follows_the_spec_table(code: int, kind: Kind) -> None:
-    assert classify(code) is kind
-
-
 # --- parse_answer: success ------------------------------------------------------------------
 
 
 def test_guide_success_body_becomes_one_plate_with_its_box() -> None:
     answer = parse_answer(200, GUIDE_BODY, LATENCY_S)
 
-    assert answer.kind is Kind.DONE
+    assert answer.verdict is Verdict.DONE
     assert answer.code == "0"
     assert answer.message == "SUCCESS"
     assert answer.latency_s == LATENCY_S
@@ -147,7 +118,7 @@ def test_an_unusable_box_becomes_none_and_the_value_is_kept(box: Any) -> None:
 
     answer = parse_answer(200, body, LATENCY_S)
 
-    assert answer.kind is Kind.DONE
+    assert answer.verdict is Verdict.DONE
     assert answer.recognition.plates == (Plate("11가1111", 0.9, None),)
 
 
@@ -165,7 +136,7 @@ def test_zero_plates_is_a_done_recognition(result: dict[str, Any]) -> None:
 
     answer = parse_answer(200, body, LATENCY_S)
 
-    assert answer.kind is Kind.DONE
+    assert answer.verdict is Verdict.DONE
     assert answer.recognition.plates == ()
     assert answer.recognition.file_type == "jpg"
     assert answer.recognition.resolution == "low"
@@ -186,7 +157,7 @@ def test_a_value_with_null_text_and_conf_is_kept_as_none() -> None:
 def test_gateway_status_is_retried_with_http_code(status: int) -> None:
     answer = parse_answer(status, b"<html>Bad Gateway</html>", LATENCY_S)
 
-    assert answer.kind is Kind.RETRY
+    assert answer.verdict is (Verdict.THROTTLE if status == 429 else Verdict.OUTAGE)
     assert answer.code == f"http_{status}"
     assert answer.http_status == status
     assert answer.recognition is None
@@ -195,7 +166,7 @@ def test_gateway_status_is_retried_with_http_code(status: int) -> None:
 def test_gateway_status_wins_even_over_a_success_body() -> None:
     answer = parse_answer(503, GUIDE_BODY, LATENCY_S)
 
-    assert answer.kind is Kind.RETRY
+    assert answer.verdict is Verdict.OUTAGE
     assert answer.code == "http_503"
     assert answer.recognition is None
 
@@ -234,7 +205,7 @@ def test_gateway_status_wins_even_over_a_success_body() -> None:
 def test_a_body_that_is_not_the_api_json_is_retried_as_bad_response(body: bytes) -> None:
     answer = parse_answer(200, body, LATENCY_S)
 
-    assert answer.kind is Kind.RETRY
+    assert answer.verdict is Verdict.RETRY
     assert answer.code == "bad_response"
     assert answer.recognition is None
 
@@ -249,7 +220,7 @@ def test_success_without_a_usable_result_is_retried_as_bad_response(tail: dict[s
 
     answer = parse_answer(200, body, LATENCY_S)
 
-    assert answer.kind is Kind.RETRY
+    assert answer.verdict is Verdict.RETRY
     assert answer.code == "bad_response"
     assert answer.recognition is None
 
@@ -260,19 +231,21 @@ def test_success_without_a_usable_result_is_retried_as_bad_response(tail: dict[s
 @pytest.mark.parametrize(
     ("code", "kind"),
     [
-        (4000002, Kind.PERMANENT),
-        (4131000, Kind.PERMANENT),
-        (4010001, Kind.FATAL),
-        (4000006, Kind.RETRY),
-        (-1, Kind.RETRY),
-        (5000001, Kind.RETRY),
-        (1234567, Kind.UNKNOWN),
+        (4000002, Verdict.PERMANENT),
+        (4131000, Verdict.PERMANENT),
+        (4010001, Verdict.FATAL),
+        (4000006, Verdict.THROTTLE),
+        (5000503, Verdict.THROTTLE),
+        (4010003, Verdict.FATAL),
+        (-1, Verdict.RETRY),
+        (5000001, Verdict.RETRY),
+        (1234567, Verdict.UNKNOWN),
     ],
 )
-def test_failure_codes_keep_code_and_result_message(code: int, kind: Kind) -> None:
+def test_failure_codes_keep_code_and_result_message(code: int, kind: Verdict) -> None:
     answer = parse_answer(200, _failure(code, f"message for {code}"), LATENCY_S)
 
-    assert answer.kind is kind
+    assert answer.verdict is kind
     assert answer.code == str(code)
     assert answer.message == f"message for {code}"
     assert answer.http_status == 200
@@ -282,7 +255,7 @@ def test_failure_codes_keep_code_and_result_message(code: int, kind: Kind) -> No
 def test_result_code_given_as_a_string_is_understood() -> None:
     answer = parse_answer(200, _failure("4000002", "Invalid file"), LATENCY_S)
 
-    assert answer.kind is Kind.PERMANENT
+    assert answer.verdict is Verdict.PERMANENT
     assert answer.code == "4000002"
     assert answer.message == "Invalid file"
 
@@ -292,7 +265,7 @@ def test_success_code_given_as_a_string_is_understood() -> None:
 
     answer = parse_answer(200, json.dumps(doc).encode(), LATENCY_S)
 
-    assert answer.kind is Kind.DONE
+    assert answer.verdict is Verdict.DONE
     assert answer.code == "0"
 
 
@@ -307,7 +280,7 @@ def test_a_failure_without_message_has_an_empty_message() -> None:
 
     answer = parse_answer(200, body, LATENCY_S)
 
-    assert answer.kind is Kind.PERMANENT
+    assert answer.verdict is Verdict.PERMANENT
     assert answer.message == ""
 
 
@@ -384,7 +357,7 @@ def test_transport_error_messages_are_redacted() -> None:
         "connection", f"reset while sending {SECRET_VALUE}", time.monotonic()
     )
 
-    assert answer.kind is Kind.RETRY
+    assert answer.verdict is Verdict.OUTAGE
     assert answer.code == "connection"
     assert SECRET_VALUE not in answer.message
     assert "***" in answer.message

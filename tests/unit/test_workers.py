@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 
 from pipeline import workers
-from pipeline.outcomes import Answer, Kind, Plate, Recognition
+from pipeline.outcomes import Answer, Plate, Recognition
 from pipeline.pacing import Breaker, RateGovernor
 from pipeline.preflight import JPEG_MAGIC, Read, in_daemon_thread, read_checked
 from pipeline.store import ClaimedItem, utcnow
+from pipeline.verdicts import Verdict
 from pipeline.workers import UNKNOWN_CODE_MAX_ATTEMPTS, RetryPolicy, WorkerPool
 
 MAX_ATTEMPTS = 5
@@ -31,9 +32,11 @@ def _item(attempts: int = 0) -> ClaimedItem:
     return ClaimedItem(id=42, path="/archive/a.jpg", size=10, mtime=0.0, attempts=attempts)
 
 
-def _answer(kind: Kind, code: str = "x", message: str = "why") -> Answer:
-    recognition = RECOGNITION if kind is Kind.DONE else None
-    return Answer(kind, code, message, latency_s=0.25, http_status=200, recognition=recognition)
+def _answer(verdict: Verdict, code: str, message: str = "why") -> Answer:
+    recognition = RECOGNITION if verdict.recognized else None
+    made = Answer(code, message, latency_s=0.25, http_status=200, recognition=recognition)
+    assert made.verdict is verdict, (code, made.verdict)
+    return made
 
 
 # --- RetryPolicy.outcome --------------------------------------------------------------------
@@ -41,7 +44,7 @@ def _answer(kind: Kind, code: str = "x", message: str = "why") -> Answer:
 
 @pytest.mark.parametrize("attempts", [0, 3, MAX_ATTEMPTS + 2])
 def test_done_records_the_recognition(attempts: int) -> None:
-    outcome = POLICY.outcome(_item(attempts), _answer(Kind.DONE, "0", "SUCCESS"), NOW)
+    outcome = POLICY.outcome(_item(attempts), _answer(Verdict.DONE, "0", "SUCCESS"), NOW)
 
     assert outcome.item_id == 42
     assert outcome.status == "done"
@@ -54,7 +57,7 @@ def test_done_records_the_recognition(attempts: int) -> None:
 
 
 def test_permanent_fails_at_the_first_attempt() -> None:
-    outcome = POLICY.outcome(_item(0), _answer(Kind.PERMANENT, "4000002", "invalid file"), NOW)
+    outcome = POLICY.outcome(_item(0), _answer(Verdict.PERMANENT, "4000002", "invalid file"), NOW)
 
     assert outcome.status == "failed"
     assert outcome.attempts == 1
@@ -69,7 +72,9 @@ def test_permanent_fails_at_the_first_attempt() -> None:
 def test_retry_below_max_attempts_is_pending_with_backoff(previous: int) -> None:
     before = utcnow()
 
-    outcome = POLICY.outcome(_item(previous), _answer(Kind.RETRY, "http_502", "bad gateway"), NOW)
+    outcome = POLICY.outcome(
+        _item(previous), _answer(Verdict.OUTAGE, "http_502", "bad gateway"), NOW
+    )
 
     after = utcnow()
     attempts = previous + 1
@@ -84,7 +89,9 @@ def test_retry_below_max_attempts_is_pending_with_backoff(previous: int) -> None
 
 
 def test_retry_at_max_attempts_fails() -> None:
-    outcome = POLICY.outcome(_item(MAX_ATTEMPTS - 1), _answer(Kind.RETRY, "timeout", "slow"), NOW)
+    outcome = POLICY.outcome(
+        _item(MAX_ATTEMPTS - 1), _answer(Verdict.OUTAGE, "timeout", "slow"), NOW
+    )
 
     assert outcome.status == "failed"
     assert outcome.attempts == MAX_ATTEMPTS
@@ -94,7 +101,7 @@ def test_retry_at_max_attempts_fails() -> None:
 
 def test_retry_past_max_attempts_fails() -> None:
     # `retry` may put back an item that already used its attempts: one more try, then failed.
-    outcome = POLICY.outcome(_item(MAX_ATTEMPTS + 3), _answer(Kind.RETRY, "http_503"), NOW)
+    outcome = POLICY.outcome(_item(MAX_ATTEMPTS + 3), _answer(Verdict.OUTAGE, "http_503"), NOW)
 
     assert outcome.status == "failed"
     assert outcome.attempts == MAX_ATTEMPTS + 4
@@ -102,7 +109,7 @@ def test_retry_past_max_attempts_fails() -> None:
 
 def test_unknown_codes_are_capped_below_max_attempts() -> None:
     assert UNKNOWN_CODE_MAX_ATTEMPTS < MAX_ATTEMPTS
-    unknown = _answer(Kind.UNKNOWN, "1234567", "what is this")
+    unknown = _answer(Verdict.UNKNOWN, "1234567", "what is this")
 
     before_cap = POLICY.outcome(_item(UNKNOWN_CODE_MAX_ATTEMPTS - 2), unknown, NOW)
     at_cap = POLICY.outcome(_item(UNKNOWN_CODE_MAX_ATTEMPTS - 1), unknown, NOW)
@@ -118,14 +125,14 @@ def test_unknown_codes_are_capped_below_max_attempts() -> None:
 def test_unknown_codes_respect_a_lower_max_attempts() -> None:
     policy = RetryPolicy(1, BACKOFF_BASE_S, BACKOFF_CAP_S)
 
-    outcome = policy.outcome(_item(0), _answer(Kind.UNKNOWN, "1234567"), NOW)
+    outcome = policy.outcome(_item(0), _answer(Verdict.UNKNOWN, "1234567"), NOW)
 
     assert outcome.status == "failed"
 
 
 @pytest.mark.parametrize("attempts", [0, 2])
 def test_fatal_leaves_the_item_pending_and_untouched(attempts: int) -> None:
-    outcome = POLICY.outcome(_item(attempts), _answer(Kind.FATAL, "4010001", "bad key"), NOW)
+    outcome = POLICY.outcome(_item(attempts), _answer(Verdict.FATAL, "4010001", "bad key"), NOW)
 
     assert outcome.status == "pending"
     assert outcome.attempts == attempts
@@ -136,7 +143,7 @@ def test_fatal_leaves_the_item_pending_and_untouched(attempts: int) -> None:
 
 @pytest.mark.parametrize("attempts", [0, MAX_ATTEMPTS - 1, MAX_ATTEMPTS + 2])
 def test_a_failure_during_an_outage_costs_the_item_no_attempt(attempts: int) -> None:
-    answer = _answer(Kind.RETRY, "connection", "refused")
+    answer = _answer(Verdict.OUTAGE, "connection", "refused")
 
     outcome = POLICY.outcome(_item(attempts), answer, NOW, outage=True)
 
@@ -147,7 +154,7 @@ def test_a_failure_during_an_outage_costs_the_item_no_attempt(attempts: int) -> 
 
 
 def test_a_permanent_answer_during_an_outage_still_fails() -> None:
-    outcome = POLICY.outcome(_item(0), _answer(Kind.PERMANENT, "4000003"), NOW, outage=True)
+    outcome = POLICY.outcome(_item(0), _answer(Verdict.PERMANENT, "4000003"), NOW, outage=True)
 
     assert outcome.status == "failed"
 
@@ -223,7 +230,7 @@ class _HeldClient:
         self.calls += 1
         if self.calls == 1 or self.hold_every_call:
             await self.release.wait()
-        return Answer(Kind.DONE, "0", "ok", 0.01, 200, RECOGNITION)
+        return Answer("0", "ok", 0.01, 200, RECOGNITION)
 
     def redact(self, text: str) -> str:
         return text
@@ -361,3 +368,128 @@ async def test_a_sent_item_carries_the_size_and_mtime_it_was_read_at(tmp_path) -
     st = os.stat(item.path)
     assert (outcome.status, outcome.size, outcome.mtime) == ("done", st.st_size, st.st_mtime)
     assert item.size != st.st_size
+
+
+# --- what the pool does with the run around its calls ---------------------------------------
+
+
+class _ScriptedClient:
+    """Answers each call with the next code of a script (the last one repeats)."""
+
+    endpoint = "http://127.0.0.1:9"
+
+    def __init__(self, *codes: str) -> None:
+        self.codes = list(codes)
+        self.calls = 0
+
+    async def recognize(self, data: bytes, filename: str, content_type: str) -> Answer:
+        code = self.codes[min(self.calls, len(self.codes) - 1)]
+        self.calls += 1
+        recognition = RECOGNITION if code == "0" else None
+        return Answer(
+            code, "scripted", 0.001, None, recognition, reached=code != "connection_refused"
+        )
+
+    def redact(self, text: str) -> str:
+        return text
+
+
+def _scripted_pool(
+    tmp_path: Path, client: _ScriptedClient, count: int, *, max_outage_s: float = 900.0
+) -> tuple[WorkerPool, list[tuple[str, str | None]]]:
+    claimed: asyncio.Queue = asyncio.Queue()
+    for item in [*_jpeg_items(tmp_path, count), None]:
+        claimed.put_nowait(item)
+    stop = asyncio.Event()
+    stops: list[tuple[str, str | None]] = []
+
+    def on_stop(reason: str, message: str | None) -> None:
+        stops.append((reason, message))
+        stop.set()
+
+    pool = WorkerPool(
+        client,  # type: ignore[arg-type]
+        RateGovernor(1000.0, stop),
+        Breaker(max_outage_s),
+        POLICY,
+        claimed,
+        asyncio.Queue(),
+        stop,
+        on_stop,
+    )
+    return pool, stops
+
+
+async def test_no_call_starts_while_results_cannot_be_written(tmp_path) -> None:
+    client = _ScriptedClient("0")
+    pool, _stops = _scripted_pool(tmp_path, client, 3)
+    pool.writable.clear()  # the database is away
+
+    worker = asyncio.create_task(pool.run())
+    await asyncio.sleep(0.1)
+    assert client.calls == 0
+    pool.writable.set()  # it is back
+    await asyncio.wait_for(worker, 5)
+
+    assert client.calls == 3
+
+
+async def test_a_stop_while_waiting_for_the_database_spends_nothing(tmp_path) -> None:
+    client = _ScriptedClient("0")
+    pool, _stops = _scripted_pool(tmp_path, client, 2)
+    pool.writable.clear()
+
+    worker = asyncio.create_task(pool.run())
+    await asyncio.sleep(0.05)
+    pool.stop.set()
+    await asyncio.wait_for(worker, 5)
+
+    outcomes = [pool.results.get_nowait() for _ in range(pool.results.qsize())]
+    assert client.calls == 0
+    assert {(o.status, o.attempts, o.call) for o in outcomes} == {("pending", 0, None)}
+
+
+@pytest.mark.parametrize("code", ["4000006", "5000503", "http_429"])
+async def test_a_throttle_that_never_lets_up_stops_the_run(tmp_path, code: str) -> None:
+    client = _ScriptedClient(code)
+    pool, stops = _scripted_pool(tmp_path, client, 1000, max_outage_s=0.3)
+    pool.governor.on_answer = lambda answer, real=pool.governor.on_answer: (  # type: ignore
+        real(answer),
+        setattr(pool.governor, "current_per_s", 1000.0),  # keep the pace: the test is the clock
+    )
+
+    await asyncio.wait_for(pool.run(), 10)
+
+    assert [reason for reason, _ in stops] == ["throttle"]
+    assert code in (stops[0][1] or "")
+    outcomes = [pool.results.get_nowait() for _ in range(pool.results.qsize())]
+    assert all(o.status == "pending" and o.attempts == 0 for o in outcomes)
+
+
+async def test_refused_connections_before_any_answer_are_fatal_after_a_grace(
+    tmp_path, monkeypatch
+) -> None:
+    monkeypatch.setattr(workers, "REFUSED_GRACE_S", 0.2)
+    client = _ScriptedClient("connection_refused")
+    pool, stops = _scripted_pool(tmp_path, client, 1000)
+    pool.breaker.on_answer = lambda answer: None  # type: ignore[method-assign]
+
+    await asyncio.wait_for(pool.run(), 10)
+
+    assert [reason for reason, _ in stops] == ["fatal"]
+    assert "http://127.0.0.1:9" in (stops[0][1] or "")
+    assert pool.stats.calls == 0  # nothing reached the API: nothing was paid for
+
+
+async def test_refused_connections_after_an_answer_are_an_outage_not_fatal(
+    tmp_path, monkeypatch
+) -> None:
+    monkeypatch.setattr(workers, "REFUSED_GRACE_S", 0.0)
+    client = _ScriptedClient("0", "connection_refused")
+    pool, stops = _scripted_pool(tmp_path, client, 50)
+    pool.breaker.on_answer = lambda answer: None  # type: ignore[method-assign]
+
+    await asyncio.wait_for(pool.run(), 10)
+
+    assert stops == []
+    assert pool.stats.calls == 1
