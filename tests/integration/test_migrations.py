@@ -125,7 +125,7 @@ def test_the_head_revision_that_skips_alembic_is_the_newest_migration():
     assert ScriptDirectory.from_config(db.alembic_config()).get_current_head() == db.HEAD_REVISION
 
 
-# (path as 0004 stored it, raw_path) -> (path, raw_path) once 0006 has run.
+# (path as stored before 0006, raw_path) -> (path, raw_path) once 0006 has run.
 PATHS_BEFORE_AND_AFTER_0006 = {
     ("/t/plain.jpg", None): ("/t/plain.jpg", None),
     ("/t/C:\\cams\\x1\\a.jpg", None): ("/t/C:\\cams\\x1\\a.jpg", None),  # Windows-looking
@@ -147,7 +147,8 @@ def test_0006_rewrites_stored_paths_one_to_one_and_back(db_url):
 
     from pipeline.schema import items, jobs
 
-    assert alembic("upgrade", "0004", url=db_url).returncode == 0
+    before = _migration_0006().down_revision
+    assert alembic("upgrade", before, url=db_url).returncode == 0
 
     async def fill() -> None:
         engine = db.create_engine(db_url)
@@ -175,20 +176,25 @@ def test_0006_rewrites_stored_paths_one_to_one_and_back(db_url):
     assert upgraded.returncode == 0, upgraded.stderr
     assert _items_paths(db_url) == set(PATHS_BEFORE_AND_AFTER_0006.values())
 
-    down = alembic("downgrade", "0004", url=db_url)
+    down = alembic("downgrade", before, url=db_url)
 
     assert down.returncode == 0, down.stderr
     assert _items_paths(db_url) == set(PATHS_BEFORE_AND_AFTER_0006)
 
 
-def test_0006_paths_are_the_scanner_s():
+def _migration_0006():
     from importlib.util import module_from_spec, spec_from_file_location
-
-    from pipeline.scanner import _shown
 
     spec = spec_from_file_location("m0006", ROOT / "migrations/versions/0006_unambiguous_paths.py")
     migration = module_from_spec(spec)
     spec.loader.exec_module(migration)
+    return migration
+
+
+def test_0006_paths_are_the_scanner_s():
+    from pipeline.scanner import _shown
+
+    migration = _migration_0006()
     for (_path, _raw), (after, raw) in PATHS_BEFORE_AND_AFTER_0006.items():
         name = raw if raw is not None else after.encode()
         assert migration.shown_0006(name) == after == _shown(os.fsdecode(name))
