@@ -96,6 +96,10 @@ class Outcome:
     next_attempt_at: datetime | None = None
     call: Call | None = None  # None when no call was spent (skipped, released)
     captured_at: datetime | None = None  # EXIF or mtime, for an item the path did not date
+    # The file as it was read for the call: the item keeps them, so that the next scan of an
+    # unchanged file finds nothing new. None: the scan's stay (no call was made).
+    size: int | None = None
+    mtime: float | None = None
 
     @property
     def recognition(self) -> Recognition | None:

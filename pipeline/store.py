@@ -20,7 +20,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import (
+    BigInteger,
     DateTime,
+    Float,
     Text,
     and_,
     bindparam,
@@ -793,6 +795,8 @@ _SET_STATE = (
         error_message=bindparam("b_error_message"),
         next_attempt_at=bindparam("b_next_attempt_at"),
         captured_at=func.coalesce(items.c.captured_at, bindparam("b_captured_at", type_=DateTime)),
+        size=func.coalesce(bindparam("b_size", type_=BigInteger), items.c.size),
+        mtime=func.coalesce(bindparam("b_mtime", type_=Float), items.c.mtime),
         lease_owner=None,
         lease_expires_at=None,
         updated_at=bindparam("b_now"),
@@ -809,6 +813,8 @@ def _state_row(outcome: Outcome, now: datetime) -> dict[str, Any]:
         "b_error_message": outcome.error_message,
         "b_next_attempt_at": outcome.next_attempt_at,
         "b_captured_at": outcome.captured_at,
+        "b_size": outcome.size,
+        "b_mtime": outcome.mtime,
         "b_now": now,
     }
 

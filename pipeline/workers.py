@@ -16,24 +16,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-import aiofiles.os
-
 from pipeline.capture import exif_taken_at, from_mtime
 from pipeline.client import NhnClient
 from pipeline.outcomes import Answer, Call, CallResult, ItemStatus, Outcome
 from pipeline.pacing import Breaker, OutageTooLong, RateGovernor
+from pipeline.preflight import Read, read_checked, sniff_type
 from pipeline.store import ClaimedItem, utcnow
 from pipeline.verdicts import Verdict
 
 log = logging.getLogger(__name__)
 
-MAX_IMAGE_BYTES = 5 * 1024 * 1024
 UNKNOWN_CODE_MAX_ATTEMPTS = 3
 # Refused connections before anything answered in this run: a wrong port or a service that is
 # not there, given this long to come up (a restart) before the run stops as fatal.
 REFUSED_GRACE_S = 60.0
-JPEG_MAGIC = b"\xff\xd8\xff"
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 @dataclass(frozen=True)
@@ -99,50 +95,6 @@ class RetryPolicy:
         return Outcome(
             item.id, ItemStatus.PENDING, attempts, "internal", message, next_attempt_at=later
         )
-
-
-def sniff_type(head: bytes) -> tuple[str, str] | None:
-    """(file name to send, content type) by magic bytes, or None for neither JPEG nor PNG."""
-    if head.startswith(JPEG_MAGIC):
-        return "image.jpg", "image/jpeg"
-    if head.startswith(PNG_MAGIC):
-        return "image.png", "image/png"
-    return None
-
-
-def _read_head(path: str | bytes) -> bytes:
-    """Up to one byte more than the API takes: enough to tell a file that is too large."""
-    with open(path, "rb") as f:
-        return f.read(MAX_IMAGE_BYTES + 1)
-
-
-# Open, read and close in one trip to aiofiles' thread pool, not one trip each: slow network
-# storage never blocks the event loop, and a small file costs one thread hand-off.
-_read_head_async = aiofiles.os.wrap(_read_head)
-
-
-Read = bytes | tuple[str, str]  # a file's bytes, or why it cannot be sent (reason, message)
-
-
-async def read_checked(path: str | bytes) -> Read:
-    """The file's bytes, or (reason, message) when the API would reject it: no call spent."""
-    try:
-        data = await _read_head_async(path)
-    except FileNotFoundError:
-        return "missing", "the file vanished since the scan"
-    except IsADirectoryError:
-        return "not_image", "a directory, not a file"
-    except PermissionError as exc:
-        return "unreadable", exc.strerror or "permission denied"
-    except OSError as exc:
-        return "unreadable", exc.strerror or str(exc)
-    if not data:
-        return "empty", "zero bytes"
-    if len(data) > MAX_IMAGE_BYTES:
-        return "too_large", f"over the API's {MAX_IMAGE_BYTES} bytes"
-    if sniff_type(data[:8]) is None:
-        return "not_image", "neither JPEG nor PNG by its first bytes"
-    return data
 
 
 @dataclass
@@ -223,15 +175,30 @@ class WorkerPool:
             return None
         return asyncio.ensure_future(read_checked(item.raw_path or item.path))
 
+    async def _unless_stopped(self, reading: asyncio.Future[Read]) -> Read | None:
+        """The read's result, or None if the run stops first: a read stuck on a hung mount
+        must not hold up a stop (its item goes back to pending, unsent)."""
+        if not reading.done():
+            stopped = asyncio.ensure_future(self.stop.wait())
+            try:
+                await asyncio.wait({reading, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stopped.cancel()
+            if not reading.done():
+                return None
+        return reading.result()
+
     async def _process(self, item: ClaimedItem, reading: asyncio.Future[Read] | None) -> Outcome:
         release = Outcome(item.id, ItemStatus.PENDING, item.attempts)
         if self.stop.is_set() or reading is None:
             return release
-        checked = await reading
+        checked = await self._unless_stopped(reading)
+        if checked is None:
+            return release
         if isinstance(checked, tuple):
             reason, message = checked
             return Outcome(item.id, ItemStatus.SKIPPED, item.attempts, reason, message)
-        filename, content_type = sniff_type(checked[:8])  # type: ignore[misc]
+        filename, content_type = sniff_type(checked.data[:8])  # type: ignore[misc]
         # Results that cannot be written would be paid for in vain: no call starts until the
         # database takes writes again (the writer rides it out, or the run stops).
         if not await self._until(self.writable):
@@ -248,7 +215,7 @@ class WorkerPool:
             self.stats.in_flight += 1
             started_at = utcnow()
             try:
-                answer = await self.client.recognize(checked, filename, content_type)
+                answer = await self.client.recognize(checked.data, filename, content_type)
             finally:
                 self.stats.in_flight -= 1
             outage = self.breaker.is_open
@@ -260,10 +227,12 @@ class WorkerPool:
         self.governor.on_answer(answer)
         self._stop_if_hopeless(answer)
         outcome = self.policy.outcome(item, answer, started_at, outage=outage)
+        # The item records the file as it was sent, not as the scan saw it.
+        outcome = dataclasses.replace(outcome, size=checked.size, mtime=checked.mtime)
         if outcome.status is ItemStatus.PENDING and answer.verdict is not Verdict.FATAL:
             self.stats.retries += 1
         if outcome.status is ItemStatus.DONE and item.captured_at is None:
-            taken_at = exif_taken_at(checked) or from_mtime(item.mtime)
+            taken_at = exif_taken_at(checked.data) or from_mtime(checked.mtime)
             outcome = dataclasses.replace(outcome, captured_at=taken_at)
         return outcome
 

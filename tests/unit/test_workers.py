@@ -1,10 +1,11 @@
-"""Unit tests of the workers' pure parts (pipeline/workers.py): local file checks, the retry
-policy, and the request limiter's spacing."""
+"""Unit tests of the workers' pure parts (pipeline/workers.py): the retry policy, the request
+limiter's spacing, and the pool's reads (ahead, stuck, and what an item records of them)."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -14,18 +15,10 @@ import pytest
 from pipeline import workers
 from pipeline.outcomes import Answer, Plate, Recognition
 from pipeline.pacing import Breaker, RateGovernor
+from pipeline.preflight import JPEG_MAGIC, Read, in_daemon_thread, read_checked
 from pipeline.store import ClaimedItem, utcnow
 from pipeline.verdicts import Verdict
-from pipeline.workers import (
-    JPEG_MAGIC,
-    MAX_IMAGE_BYTES,
-    PNG_MAGIC,
-    UNKNOWN_CODE_MAX_ATTEMPTS,
-    RetryPolicy,
-    WorkerPool,
-    read_checked,
-    sniff_type,
-)
+from pipeline.workers import UNKNOWN_CODE_MAX_ATTEMPTS, RetryPolicy, WorkerPool
 
 MAX_ATTEMPTS = 5
 BACKOFF_BASE_S = 2.0
@@ -44,110 +37,6 @@ def _answer(verdict: Verdict, code: str, message: str = "why") -> Answer:
     made = Answer(code, message, latency_s=0.25, http_status=200, recognition=recognition)
     assert made.verdict is verdict, (code, made.verdict)
     return made
-
-
-# --- sniff_type -----------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("head", "expected"),
-    [
-        (JPEG_MAGIC + b"\xe0\x00\x10JFIF", ("image.jpg", "image/jpeg")),
-        (b"\xff\xd8\xff", ("image.jpg", "image/jpeg")),
-        (PNG_MAGIC, ("image.png", "image/png")),
-        (PNG_MAGIC + b"\x00\x00\x00\rIHDR", ("image.png", "image/png")),
-        (b"\xff\xd8", None),
-        (b"\x89PNG\r\n", None),
-        (b"GIF89a", None),
-        (b"RIFF\x00\x00WEBP", None),
-        (b"hello, world", None),
-        (b"", None),
-    ],
-)
-def test_sniff_type_by_magic_bytes(head: bytes, expected: tuple[str, str] | None) -> None:
-    assert sniff_type(head) == expected
-
-
-# --- read_checked ---------------------------------------------------------------------------
-
-
-async def test_read_checked_returns_a_jpeg_s_bytes(tmp_path: Path) -> None:
-    data = JPEG_MAGIC + b"rest of the image"
-    (tmp_path / "a.jpg").write_bytes(data)
-
-    assert await read_checked(str(tmp_path / "a.jpg")) == data
-
-
-async def test_read_checked_returns_a_png_s_bytes(tmp_path: Path) -> None:
-    data = PNG_MAGIC + b"rest of the image"
-    (tmp_path / "a.png").write_bytes(data)
-
-    assert await read_checked(str(tmp_path / "a.png")) == data
-
-
-async def test_read_checked_accepts_exactly_the_size_limit(tmp_path: Path) -> None:
-    data = JPEG_MAGIC + b"\0" * (MAX_IMAGE_BYTES - len(JPEG_MAGIC))
-    (tmp_path / "a.jpg").write_bytes(data)
-
-    result = await read_checked(str(tmp_path / "a.jpg"))
-
-    assert isinstance(result, bytes)
-    assert len(result) == MAX_IMAGE_BYTES
-
-
-async def test_read_checked_refuses_a_file_over_the_size_limit(tmp_path: Path) -> None:
-    (tmp_path / "big.jpg").write_bytes(JPEG_MAGIC + b"\0" * (MAX_IMAGE_BYTES - 2))
-
-    reason, message = await read_checked(str(tmp_path / "big.jpg"))
-
-    assert reason == "too_large"
-    assert message
-
-
-async def test_read_checked_refuses_an_empty_file(tmp_path: Path) -> None:
-    (tmp_path / "empty.jpg").write_bytes(b"")
-
-    reason, _message = await read_checked(str(tmp_path / "empty.jpg"))
-
-    assert reason == "empty"
-
-
-@pytest.mark.parametrize(
-    "data", [b"just some text\n", b"GIF89a....", b"\xff\xd8"], ids=["text", "gif", "short-jpeg"]
-)
-async def test_read_checked_refuses_what_is_not_jpeg_or_png(tmp_path: Path, data: bytes) -> None:
-    (tmp_path / "fake.jpg").write_bytes(data)
-
-    reason, _message = await read_checked(str(tmp_path / "fake.jpg"))
-
-    assert reason == "not_image"
-
-
-async def test_read_checked_reports_a_vanished_file_as_missing(tmp_path: Path) -> None:
-    reason, _message = await read_checked(str(tmp_path / "gone.jpg"))
-
-    assert reason == "missing"
-
-
-async def test_read_checked_refuses_a_directory(tmp_path: Path) -> None:
-    (tmp_path / "x.jpg").mkdir()
-
-    reason, _message = await read_checked(str(tmp_path / "x.jpg"))
-
-    assert reason == "not_image"
-
-
-@pytest.mark.skipif(os.geteuid() == 0, reason="root can read a chmod 000 file")
-async def test_read_checked_reports_an_unreadable_file(tmp_path: Path) -> None:
-    path = tmp_path / "locked.jpg"
-    path.write_bytes(JPEG_MAGIC + b"data")
-    path.chmod(0)
-    try:
-        reason, _message = await read_checked(str(path))
-    finally:
-        path.chmod(0o644)
-
-    assert reason == "unreadable"
 
 
 # --- RetryPolicy.outcome --------------------------------------------------------------------
@@ -379,16 +268,16 @@ def _jpeg_items(tmp_path: Path, count: int) -> list[ClaimedItem]:
     found = []
     for n in range(count):
         path = tmp_path / f"{n}.jpg"
-        path.write_bytes(workers.JPEG_MAGIC + bytes(100))
+        path.write_bytes(JPEG_MAGIC + bytes(100))
         found.append(ClaimedItem(n + 1, str(path), 103, 0.0, 0, captured_at=NOW))
     return found
 
 
 async def test_a_worker_reads_the_next_file_while_its_call_is_out(tmp_path, monkeypatch) -> None:
     read: list[str] = []
-    real_read = workers.read_checked
+    real_read = read_checked
 
-    async def spy(path: str | bytes) -> workers.Read:
+    async def spy(path: str | bytes) -> Read:
         read.append(Path(os.fsdecode(path)).name)
         return await real_read(path)
 
@@ -437,6 +326,48 @@ async def test_no_worker_reads_ahead_an_item_an_idle_worker_could_start(tmp_path
     for _ in workers_:
         claimed.put_nowait(None)
     await asyncio.wait_for(asyncio.gather(*workers_), 5)
+
+
+async def test_a_stop_sends_back_an_item_whose_read_is_stuck(tmp_path, monkeypatch) -> None:
+    never = threading.Event()
+
+    async def stuck(path: str | bytes) -> Read:
+        return await in_daemon_thread(never.wait)  # a hung mount: this read never returns
+
+    monkeypatch.setattr(workers, "read_checked", stuck)
+    claimed: asyncio.Queue = asyncio.Queue()
+    for item in [*_jpeg_items(tmp_path, 1), None]:
+        claimed.put_nowait(item)
+    client, stop = _HeldClient(), asyncio.Event()
+    pool = _pool(client, claimed, stop)
+    worker = asyncio.create_task(pool.run())
+    await asyncio.sleep(0.05)
+
+    stop.set()
+    await asyncio.wait_for(worker, 5)
+
+    outcome = pool.results.get_nowait()
+    assert (outcome.item_id, outcome.status, outcome.attempts) == (1, "pending", 0)
+    assert client.calls == 0
+    never.set()
+
+
+async def test_a_sent_item_carries_the_size_and_mtime_it_was_read_at(tmp_path) -> None:
+    (item,) = _jpeg_items(tmp_path, 1)
+    Path(item.path).write_bytes(JPEG_MAGIC + bytes(500))  # rewritten since the scan
+    claimed: asyncio.Queue = asyncio.Queue()
+    for queued in (item, None):
+        claimed.put_nowait(queued)
+    client, stop = _HeldClient(), asyncio.Event()
+    client.release.set()
+    pool = _pool(client, claimed, stop)
+
+    await asyncio.wait_for(pool.run(), 5)
+
+    outcome = pool.results.get_nowait()
+    st = os.stat(item.path)
+    assert (outcome.status, outcome.size, outcome.mtime) == ("done", st.st_size, st.st_mtime)
+    assert item.size != st.st_size
 
 
 # --- what the pool does with the run around its calls ---------------------------------------
