@@ -255,6 +255,14 @@ call_options = options(
         help="How long to wait out an API outage (probing) before stopping with exit 3.",
     ),
     click.option(
+        "--max-db-outage",
+        type=Duration(),
+        default=default("max_db_outage"),
+        show_default=True,
+        help="How long to wait for the database to take writes again (no call starts "
+        "meanwhile) before stopping with exit 1.",
+    ),
+    click.option(
         "--progress-every",
         type=positive(float),
         default=default("progress_every"),
@@ -398,6 +406,7 @@ SETTING_FIELDS = {
     "max_duration": "max_duration_s",
     "max_requests": "max_requests",
     "max_outage": "max_outage_s",
+    "max_db_outage": "max_db_outage_s",
 }
 
 

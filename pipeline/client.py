@@ -1,11 +1,11 @@
-"""The NHN Vehicle Plate OCR API: build the request, parse the answer, classify the result code.
+"""The NHN Vehicle Plate OCR API: build the request, parse the answer.
 
-Every call ends in exactly one `Answer` whose `kind` follows SPEC's table; transport trouble
-(timeouts, refused or reset connections, gateway 429/5xx, bodies that are not the expected JSON,
-bodies over 1 MiB) is retryable, and an endpoint that cannot work (an unknown host, a certificate
-that does not verify, a redirect, HTTP 401/403/404/405/407/501) is fatal. Nothing here raises for
-a single call's failure, no answer can cost more than BODY_MAX_BYTES of memory, and no text that
-leaves this module can carry the secret key, a control character or a lone surrogate.
+Every call ends in exactly one `Answer`, whose code (NHN's resultCode, `http_NNN` or a transport
+reason) pipeline/verdicts.py gives its meaning; `transport_failure` is where aiohttp's errors
+become those reasons (`tls`, `unknown_host`, `connection_refused`, ...), and a redirect is never
+followed (`redirect`). Nothing here raises for a single call's failure, no answer can cost more
+than BODY_MAX_BYTES of memory, and no text that leaves this module can carry the secret key, a
+control character or a lone surrogate.
 """
 
 from __future__ import annotations
@@ -27,16 +27,12 @@ import aiohttp
 from aiohttp import hdrs
 
 from pipeline.config import ApiSettings, Secret, ssl_context
-from pipeline.outcomes import Answer, Kind, Plate, Recognition
+from pipeline.outcomes import Answer, Plate, Recognition
+from pipeline.verdicts import Verdict, judge, of_result_code
 
 API_PATH = "/v1.0/appkeys/{app_key}/vehicle-plate"
 
-RETRY_CODES = frozenset({-1, 4000006})
-PERMANENT_CODES = frozenset({4000001, 4000002, 4000003, 4000004, 4131000})
-FATAL_CODES = frozenset({4000005, 4010001, 4000401})
-# A wrong endpoint, keys rejected by a gateway, a proxy wanting credentials: every call would
-# fail alike.
-FATAL_HTTP_STATUSES = frozenset({401, 403, 404, 405, 407, 501})
+# What to check when a status means that no call can succeed (verdicts.py says which do).
 FATAL_HTTP_HINTS = {
     401: "check the keys (NHN_OCR_APP_KEY, NHN_OCR_SECRET_KEY) and --endpoint",
     403: "check the keys (NHN_OCR_APP_KEY, NHN_OCR_SECRET_KEY) and --endpoint",
@@ -63,29 +59,6 @@ SNIPPET_SCAN_BYTES = 4096  # decoded and scrubbed before the snippet is cut from
 DNS_ERRORS = tuple(filter(None, [getattr(aiohttp, "ClientConnectorDNSError", None)]))  # 3.10+
 
 
-def classify(code: int) -> Kind:
-    if code == 0:
-        return Kind.DONE
-    if code in FATAL_CODES:
-        return Kind.FATAL
-    if code in PERMANENT_CODES:
-        return Kind.PERMANENT
-    if code in RETRY_CODES or 5000000 <= code <= 5999999:
-        return Kind.RETRY
-    return Kind.UNKNOWN
-
-
-def classify_http(status: int) -> Kind:
-    """What a non-200 status from the endpoint (or a gateway before it) means."""
-    if status in FATAL_HTTP_STATUSES:
-        return Kind.FATAL
-    if status == 413:
-        return Kind.PERMANENT
-    if status in (408, 429) or status >= 500:
-        return Kind.RETRY
-    return Kind.UNKNOWN
-
-
 def parse_answer(
     http_status: int,
     body: bytes,
@@ -107,15 +80,14 @@ def parse_answer(
             f"the endpoint redirects (HTTP {http_status}) to {where}; redirects are never "
             "followed: set --endpoint to the URL that answers"
         )
-        return Answer(Kind.FATAL, "redirect", message, latency_s, http_status)
+        return Answer("redirect", message, latency_s, http_status)
     if http_status != 200:
-        kind = classify_http(http_status)
+        code = f"http_{http_status}"
         message = scrub.snippet(body)
-        if kind is Kind.FATAL:
+        if judge(code) is Verdict.FATAL:
             hint = FATAL_HTTP_HINTS.get(http_status, "check --endpoint and the keys")
             message = f"the endpoint answered HTTP {http_status}: {hint}"
-        code = f"http_{http_status}"
-        return Answer(kind, code, message, latency_s, http_status, None, _seconds(retry_after))
+        return Answer(code, message, latency_s, http_status, None, _seconds(retry_after))
     try:
         doc = _load(body)
         header = doc.get("header") if isinstance(doc, dict) else None
@@ -123,16 +95,22 @@ def parse_answer(
             raise Unusable("no header object")
         code = _result_code(header.get("resultCode"))
         message = scrub.line(_string(header.get("resultMessage")), MESSAGE_MAX_CHARS) or ""
-        kind = classify(code)
-        if kind is not Kind.DONE:
-            return Answer(kind, str(code), message, latency_s, http_status)
+        verdict = of_result_code(code)
+        if verdict is Verdict.NO_PLATE:
+            # A result without a plate: kept as a recognition (whatever `result` it carries
+            # besides), so SQL tells a plate-less image from one never sent.
+            result = doc.get("result") if isinstance(doc.get("result"), dict) else {}
+            recognition = _parse_result({**result, "values": [], "boxes": []}, body, scrub, code)
+            return Answer(str(code), message, latency_s, http_status, recognition)
+        if verdict is not Verdict.DONE:
+            return Answer(str(code), message, latency_s, http_status)
         recognition = _parse_result(doc.get("result"), body, scrub)
     except (Unusable, ValueError, RecursionError) as exc:
         # ValueError: not JSON (JSONDecodeError, UnicodeDecodeError, an int past 4300 digits).
         # RecursionError only if _too_deep let something through: the answer is still total.
         reason = str(exc) if isinstance(exc, Unusable) else type(exc).__name__
         return bad_response(reason, body, latency_s, http_status, scrub)
-    return Answer(Kind.DONE, "0", message, latency_s, http_status, recognition)
+    return Answer("0", message, latency_s, http_status, recognition)
 
 
 def bad_response(
@@ -141,7 +119,7 @@ def bad_response(
     """A retryable answer for a body that is not the API's: the reason and the body's start."""
     snippet = scrub.snippet(body)
     message = f"not the API's answer ({scrub.line(reason)})" + (f": {snippet}" if snippet else "")
-    return Answer(Kind.RETRY, "bad_response", message, latency_s, http_status)
+    return Answer("bad_response", message, latency_s, http_status)
 
 
 class Unusable(ValueError):
@@ -180,7 +158,7 @@ def _result_code(value: Any) -> int:
     return value
 
 
-def _parse_result(result: Any, body: bytes, scrub: Scrubber) -> Recognition:
+def _parse_result(result: Any, body: bytes, scrub: Scrubber, result_code: int = 0) -> Recognition:
     if not isinstance(result, dict):
         raise Unusable(f"a success whose result is {_kind_of(result)}, not an object")
     values = _list(result, "values")
@@ -202,6 +180,7 @@ def _parse_result(result: Any, body: bytes, scrub: Scrubber) -> Recognition:
         resolution=scrub.line(_string(result.get("resolution")), 16),
         plates=plates,
         raw=scrub.raw(body),
+        result_code=result_code,
     )
 
 
@@ -347,15 +326,14 @@ async def read_capped(response: aiohttp.ClientResponse) -> tuple[bytes, str | No
     return bytes(body), None
 
 
-def transport_failure(exc: Exception, endpoint: str) -> tuple[Kind, str, str]:
-    """What an aiohttp exception means for the run: (kind, code, message). The one place where
-    transport errors are told apart (as httpx's map_httpcore_exceptions)."""
+def transport_failure(exc: Exception, endpoint: str) -> tuple[str, str]:
+    """The code and the message for an aiohttp exception: the one place where transport errors
+    are told apart (as httpx's map_httpcore_exceptions); verdicts.py says what each code means."""
     host = urlsplit(endpoint).hostname or endpoint
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
         error = exc.certificate_error
         reason = getattr(error, "verify_message", None) or str(error)
         return (
-            Kind.FATAL,
             "tls",
             f"the certificate of {endpoint} does not verify ({reason}): if a private CA signed "
             "it, pass that CA's PEM file with --ca-bundle",
@@ -363,7 +341,6 @@ def transport_failure(exc: Exception, endpoint: str) -> tuple[Kind, str, str]:
     if isinstance(exc, aiohttp.ClientSSLError):
         reason = getattr(exc.os_error, "reason", None) or str(exc.os_error)
         return (
-            Kind.FATAL,
             "tls",
             f"TLS with {endpoint} failed ({reason}): check the endpoint's scheme (http or "
             "https) and --ca-bundle",
@@ -373,17 +350,17 @@ def transport_failure(exc: Exception, endpoint: str) -> tuple[Kind, str, str]:
         if isinstance(exc, DNS_ERRORS) or isinstance(os_error, socket.gaierror):
             if os_error.errno == socket.EAI_AGAIN:
                 # The resolver did not answer (a DNS server down): not a wrong name. Retried.
-                return Kind.RETRY, "connection", f"cannot resolve {host} for now"
-            return Kind.FATAL, "unknown_host", f"unknown host {host}: check --endpoint {endpoint}"
+                return "connection", f"cannot resolve {host} for now"
+            return "unknown_host", f"unknown host {host}: check --endpoint {endpoint}"
         if isinstance(os_error, ConnectionRefusedError) or os_error.errno == errno.ECONNREFUSED:
-            return Kind.RETRY, "connection_refused", f"connection refused by {endpoint}"
+            return "connection_refused", f"connection refused by {endpoint}"
         reason = os_error.strerror or str(os_error) or type(os_error).__name__
-        return Kind.RETRY, "connection", f"cannot connect to {endpoint}: {reason}"
+        return "connection", f"cannot connect to {endpoint}: {reason}"
     if isinstance(exc, TimeoutError):  # aiohttp's ServerTimeoutError too
-        return Kind.RETRY, "timeout", f"no answer in time ({type(exc).__name__})"
+        return "timeout", f"no answer in time ({type(exc).__name__})"
     if isinstance(exc, aiohttp.ClientConnectionError):
-        return Kind.RETRY, "connection", f"{type(exc).__name__}: {exc}"
-    return Kind.RETRY, "client_error", f"{type(exc).__name__}: {exc}"
+        return "connection", f"{type(exc).__name__}: {exc}"
+    return "client_error", f"{type(exc).__name__}: {exc}"
 
 
 class ImageForm:
@@ -419,6 +396,7 @@ class NhnClient:
 
     def __init__(self, api: ApiSettings, *, connections: int) -> None:
         self._api = api
+        self.endpoint = api.endpoint
         self._url = api.endpoint.rstrip("/") + API_PATH.format(app_key=api.app_key)
         self._connections = connections
         self._session: aiohttp.ClientSession | None = None
@@ -469,10 +447,10 @@ class NhnClient:
             ) as response:
                 return await self._answer(response, started)
         except (aiohttp.ClientError, TimeoutError) as exc:
-            kind, code, message = transport_failure(exc, self._api.endpoint)
+            code, message = transport_failure(exc, self._api.endpoint)
             message = self.redact(message)[:MESSAGE_MAX_CHARS]
             latency_s = time.monotonic() - started
-            return Answer(kind, code, message, latency_s, reached=request.sent)
+            return Answer(code, message, latency_s, reached=request.sent)
 
     async def _answer(self, response: aiohttp.ClientResponse, started: float) -> Answer:
         secret = self._api.secret_key

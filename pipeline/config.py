@@ -28,6 +28,7 @@ DEFAULT_BACKOFF_CAP_S = 60.0
 DEFAULT_INCLUDE = ("*.jpg", "*.jpeg", "*.png")
 DEFAULT_PROGRESS_EVERY_S = 10.0
 DEFAULT_MAX_OUTAGE_S = 900.0
+DEFAULT_MAX_DB_OUTAGE_S = 300.0
 DEFAULT_DB_URL = "sqlite:///platepipe.db"
 
 
@@ -85,7 +86,7 @@ def check_endpoint(endpoint: str) -> str:
 
 def ssl_context(ca_bundle: str | None) -> ssl.SSLContext | None:
     """The TLS context trusting only the CAs of `ca_bundle` (a PEM file), as curl's --cacert;
-    None for the system's CAs. ConfigError when the file cannot be read or holds no CA."""
+    None for the system's CAs. The file is vetted first, by check_ca_bundle."""
     if not ca_bundle:
         return None
     return ssl.create_default_context(cafile=ca_bundle)  # load_verify_locations(cafile=...)
@@ -127,6 +128,7 @@ class RunSettings:
     max_duration_s: float | None = None
     max_requests: int | None = None  # the run's cost cap, in calls
     max_outage_s: float = DEFAULT_MAX_OUTAGE_S
+    max_db_outage_s: float = DEFAULT_MAX_DB_OUTAGE_S  # wait out a database away this long
     capture_pattern: str | None = None  # regex with named groups camera, date, time
 
 
@@ -157,6 +159,7 @@ SETTINGS: dict[str, Setting] = {
     "backoff_base": Setting(DEFAULT_BACKOFF_BASE_S, float, RUN),
     "backoff_cap": Setting(DEFAULT_BACKOFF_CAP_S, float, RUN),
     "max_outage": Setting(DEFAULT_MAX_OUTAGE_S, float, RUN),
+    "max_db_outage": Setting(DEFAULT_MAX_DB_OUTAGE_S, float, RUN),
     "include": Setting(list(DEFAULT_INCLUDE), list, RUN),
     "exclude": Setting([], list, RUN),
     "progress_every": Setting(DEFAULT_PROGRESS_EVERY_S, float, RUN),

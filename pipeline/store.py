@@ -20,7 +20,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import (
+    BigInteger,
     DateTime,
+    Float,
     Text,
     and_,
     bindparam,
@@ -43,7 +45,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from pipeline import db
 from pipeline.errors import DatabaseError, JobBusyError, JobNotFoundError
-from pipeline.outcomes import Found, Outcome
+from pipeline.outcomes import CallResult, Found, Outcome
 from pipeline.schema import STATUSES, attempts, items, jobs, plates, recognitions, workers
 
 log = logging.getLogger(__name__)
@@ -51,13 +53,23 @@ log = logging.getLogger(__name__)
 LEASE_SECONDS = 300
 WORKER_DEAD_AFTER_S = 30
 DB_RETRY_DELAYS_S = (0.2, 0.5, 1.0, 2.0, 5.0)  # then every 5 s, within `Store.ride_out_s`
-DB_RIDE_OUT_S = 300.0  # how long a run waits out a database restart before giving up
 RATE_WINDOW_S = 60.0  # `status` reports the call rate over this last stretch
 EXPORT_CHUNK = 1000  # rows fetched at a time while exporting
 
 # SQLSTATE classes that a retry can cure: connection exceptions, operator intervention
-# (a restart, pg_terminate_backend), serialization failures and deadlocks.
-TRANSIENT_SQLSTATE_PREFIXES = ("08", "57P", "40001", "40P01")
+# (a restart, pg_terminate_backend), serialization failures and deadlocks, insufficient
+# resources (a full disk) and a server that is read-only for now (a standby, a full disk).
+TRANSIENT_SQLSTATE_PREFIXES = ("08", "57P", "40001", "40P01", "53", "25006")
+# SQLite's words for the same: the file is busy, the disk is full or failing, or it cannot be
+# written for now. None of these is the fault of the row being written.
+TRANSIENT_SQLITE_WORDS = (
+    "database is locked",
+    "connection is closed",
+    "database or disk is full",
+    "disk i/o error",
+    "readonly database",
+    "unable to open database file",
+)
 
 T = TypeVar("T")
 
@@ -72,14 +84,16 @@ def _is_transient(exc: BaseException) -> bool:
     if sqlstate.startswith(TRANSIENT_SQLSTATE_PREFIXES):
         return True
     text = str(reason).lower()
-    return "database is locked" in text or "connection is closed" in text
+    return any(words in text for words in TRANSIENT_SQLITE_WORDS)
 
 
 def _retried(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
     """Retry `method` on transient database errors for up to the store's `ride_out_s`.
 
     Safe because every retried method is idempotent or harmless to repeat: a claim whose
-    answer was lost leaves items leased to this run, which the claimer gives back.
+    answer was lost leaves items leased to this run, which the claimer gives back. While
+    the database is away, `Store.writable` is clear, so no API call starts whose answer
+    could not be stored.
     """
 
     @functools.wraps(method)
@@ -88,8 +102,12 @@ def _retried(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]
         delays = iter(DB_RETRY_DELAYS_S)
         while True:
             try:
-                return await method(self, *args, **kwargs)
+                result = await method(self, *args, **kwargs)
+                self.writable.set()
+                return result
             except DatabaseError as exc:
+                if exc.transient:
+                    self.writable.clear()
                 if not exc.transient or time.monotonic() >= give_up_at:
                     raise
                 delay = next(delays, DB_RETRY_DELAYS_S[-1])
@@ -235,8 +253,11 @@ class Store:
     def __init__(self, engine: AsyncEngine, url: str) -> None:
         self.engine = engine
         self.url = url
-        # 0 for one-shot commands (fail fast, exit 1); a run sets DB_RIDE_OUT_S.
+        # 0 for one-shot commands (fail fast, exit 1); a run sets `--max-db-outage`.
         self.ride_out_s = 0.0
+        # Clear while the database refuses writes for a reason a retry can cure.
+        self.writable = asyncio.Event()
+        self.writable.set()
         self._postgres = engine.dialect.name == "postgresql"
         self._insert = pg_insert if self._postgres else sqlite_insert
         # DO NOTHING: a scan of the same job on another machine may have been first.
@@ -603,10 +624,11 @@ class Store:
                 await connection.execute(
                     _SET_STATE.where(*still_ours), [_state_row(o, now) for o in other]
                 )
-            attempt_rows = [_attempt_row(o) for o in outcomes if o.call is not None]
-            if attempt_rows:
-                await connection.execute(insert(attempts), attempt_rows)
-            await _touch(connection, job, now, calls=len(attempt_rows))
+            calls = [o for o in outcomes if o.call is not None]
+            if calls:
+                await connection.execute(_INSERT_ATTEMPT, [_attempt_row(o) for o in calls])
+            reached = sum(o.call.answer.reached for o in calls)  # type: ignore[union-attr]
+            await _touch(connection, job, now, calls=reached)
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -773,6 +795,8 @@ _SET_STATE = (
         error_message=bindparam("b_error_message"),
         next_attempt_at=bindparam("b_next_attempt_at"),
         captured_at=func.coalesce(items.c.captured_at, bindparam("b_captured_at", type_=DateTime)),
+        size=func.coalesce(bindparam("b_size", type_=BigInteger), items.c.size),
+        mtime=func.coalesce(bindparam("b_mtime", type_=Float), items.c.mtime),
         lease_owner=None,
         lease_expires_at=None,
         updated_at=bindparam("b_now"),
@@ -789,8 +813,20 @@ def _state_row(outcome: Outcome, now: datetime) -> dict[str, Any]:
         "b_error_message": outcome.error_message,
         "b_next_attempt_at": outcome.next_attempt_at,
         "b_captured_at": outcome.captured_at,
+        "b_size": outcome.size,
+        "b_mtime": outcome.mtime,
         "b_now": now,
     }
+
+
+# Attempts are numbered 1, 2, 3, ... per item, whatever each one's outcome: throttled, paused
+# and fatal calls leave the item's `attempts` as they were, but each is still one more call.
+_INSERT_ATTEMPT = insert(attempts).values(
+    item_id=bindparam("b_item"),
+    attempt=select(func.count() + 1)
+    .where(attempts.c.item_id == bindparam("b_item"))
+    .scalar_subquery(),
+)
 
 
 def _attempt_row(outcome: Outcome) -> dict[str, Any]:
@@ -798,15 +834,13 @@ def _attempt_row(outcome: Outcome) -> dict[str, Any]:
     assert call is not None
     answer = call.answer
     return {
-        "item_id": outcome.item_id,
-        # Paused and fatal calls leave the item's count as it was; the call is still one more.
-        "attempt": outcome.attempts + (call.result in ("paused", "fatal")),
+        "b_item": outcome.item_id,
         "started_at": call.started_at,
         "duration_ms": round(answer.latency_s * 1000),
         "outcome": call.result,
         "code": answer.code,
         "http_status": answer.http_status,
-        "message": None if call.result == "done" else answer.message,
+        "message": None if call.result is CallResult.DONE else answer.message,
     }
 
 
@@ -820,6 +854,7 @@ def _recognition_rows(done: Iterable[Outcome], now: datetime) -> Iterable[dict[s
             "resolution": recognition.resolution,
             "latency_ms": round(outcome.call.answer.latency_s * 1000),
             "raw_response": recognition.raw,
+            "result_code": recognition.result_code,
             "recognized_at": now,
         }
 

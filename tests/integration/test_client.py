@@ -18,7 +18,8 @@ from PIL import Image
 from pipeline.client import NhnClient
 from pipeline.config import ApiSettings, Secret
 from pipeline.emulator import start_emulator
-from pipeline.outcomes import Answer, Kind
+from pipeline.outcomes import Answer
+from pipeline.verdicts import Verdict
 from tests.support import odd_server
 from tests.support.corpus import make_image
 from tests.support.tls import self_signed
@@ -43,7 +44,7 @@ async def test_uploads_past_one_mib_succeed(tmp_path):
     finally:
         await runner.cleanup()
 
-    assert answer.kind is Kind.DONE, answer
+    assert answer.verdict is Verdict.DONE, answer
     assert answer.recognition.file_type == "png"
 
 
@@ -58,7 +59,7 @@ async def test_wrong_secret_is_fatal_and_never_echoed(tmp_path):
     finally:
         await runner.cleanup()
 
-    assert (answer.kind, answer.code) == (Kind.FATAL, "4010001")
+    assert (answer.verdict, answer.code) == (Verdict.FATAL, "4010001")
     assert SECRET not in repr(answer)
 
 
@@ -69,7 +70,8 @@ async def test_refused_connection_is_retryable_and_no_call():
     async with NhnClient(settings(f"http://127.0.0.1:{port}"), connections=1) as client:
         answer = await client.recognize(b"\xff\xd8\xff", "a.jpg", "image/jpeg")
 
-    assert (answer.kind, answer.code, answer.reached) == (Kind.RETRY, "connection_refused", False)
+    assert (answer.verdict, answer.code) == (Verdict.OUTAGE, "connection_refused")
+    assert answer.reached is False  # no call was paid for
     assert f"127.0.0.1:{port}" in answer.message
     assert SECRET not in answer.message
 
@@ -95,7 +97,7 @@ async def test_a_server_slower_than_the_timeout_is_retryable():
         await server.wait_closed()
         await asyncio.sleep(0.05)  # let the handler close its side
 
-    assert (answer.kind, answer.code) == (Kind.RETRY, "timeout")
+    assert (answer.verdict, answer.code) == (Verdict.OUTAGE, "timeout")
     assert answer.reached is True  # sent, and maybe processed: it counts as a call
     assert answer.latency_s < 2
 
@@ -115,7 +117,7 @@ async def test_a_dropped_connection_is_retryable():
         server.close()
         await server.wait_closed()
 
-    assert answer.kind is Kind.RETRY
+    assert answer.verdict is Verdict.OUTAGE
     assert answer.code in ("connection", "client_error")
     assert answer.reached is True
 
@@ -141,7 +143,7 @@ async def test_a_connect_timeout_is_retryable_and_no_call():
         for sock in (*fillers, listener):
             sock.close()
 
-    assert (answer.kind, answer.code, answer.reached) == (Kind.RETRY, "timeout", False)
+    assert (answer.verdict, answer.code, answer.reached) == (Verdict.OUTAGE, "timeout", False)
     assert answer.latency_s < 3
 
 
@@ -202,7 +204,7 @@ async def test_a_body_that_cannot_be_taken_is_a_quick_bad_response(mode: str, re
 
     answer, _ = await odd_answer(mode)
 
-    assert (answer.kind, answer.code, answer.http_status) == (Kind.RETRY, "bad_response", 200)
+    assert (answer.verdict, answer.code, answer.http_status) == (Verdict.RETRY, "bad_response", 200)
     assert reason in answer.message
     assert answer.reached is True
     assert time.monotonic() - started < 5
@@ -211,7 +213,7 @@ async def test_a_body_that_cannot_be_taken_is_a_quick_bad_response(mode: str, re
 async def test_a_gzip_answer_within_the_cap_is_taken():
     answer, _ = await odd_answer("gzip-success")
 
-    assert answer.kind is Kind.DONE, answer
+    assert answer.verdict is Verdict.DONE, answer
     assert answer.recognition.plates[0].value == "123가4567"
     assert json.loads(answer.recognition.raw)["result"]["fileType"] == "png"
 
@@ -219,7 +221,7 @@ async def test_a_gzip_answer_within_the_cap_is_taken():
 async def test_a_poisoned_answer_is_stored_clean():
     answer, _ = await odd_answer("poison")
 
-    assert answer.kind is Kind.DONE
+    assert answer.verdict is Verdict.DONE
     recognition = answer.recognition
     texts = [answer.message, recognition.raw, recognition.file_type, recognition.resolution]
     texts += [p.value for p in recognition.plates]
@@ -232,7 +234,7 @@ async def test_a_poisoned_answer_is_stored_clean():
 async def test_odd_types_are_not_taken_as_they_come():
     answer, _ = await odd_answer("bad-types")
 
-    assert answer.kind is Kind.DONE
+    assert answer.verdict is Verdict.DONE
     plates = answer.recognition.plates
     assert [p.conf for p in plates] == [None, None, None, None]  # "0.93", 5.0, -1, 1e308
     assert [p.box is None for p in plates] == [True, True, False, False]  # 340.5, "3231"
@@ -241,7 +243,7 @@ async def test_odd_types_are_not_taken_as_they_come():
 async def test_a_redirect_is_fatal_never_followed_and_named():
     answer, hits = await odd_answer("redirect")
 
-    assert (answer.kind, answer.code, answer.http_status) == (Kind.FATAL, "redirect", 301)
+    assert (answer.verdict, answer.code, answer.http_status) == (Verdict.FATAL, "redirect", 301)
     assert hits == 0
     assert "/elsewhere?auth=***" in answer.message
     assert SECRET not in answer.message
@@ -251,7 +253,7 @@ async def test_a_redirect_is_fatal_never_followed_and_named():
 async def test_statuses_of_an_endpoint_that_cannot_work_are_fatal(status: int):
     answer, _ = await odd_answer(f"status-{status}")
 
-    assert (answer.kind, answer.code, answer.reached) == (Kind.FATAL, f"http_{status}", True)
+    assert (answer.verdict, answer.code, answer.reached) == (Verdict.FATAL, f"http_{status}", True)
     assert f"HTTP {status}" in answer.message
 
 
@@ -264,7 +266,7 @@ async def test_an_unknown_host_is_fatal_fast_and_no_call():
     async with NhnClient(settings("https://ocr.platepipe-test.invalid"), connections=1) as client:
         answer = await client.recognize(b"\xff\xd8\xff", "a.jpg", "image/jpeg")
 
-    assert (answer.kind, answer.code, answer.reached) == (Kind.FATAL, "unknown_host", False)
+    assert (answer.verdict, answer.code, answer.reached) == (Verdict.FATAL, "unknown_host", False)
     assert "ocr.platepipe-test.invalid" in answer.message
     assert time.monotonic() - started < 5
 
@@ -286,7 +288,7 @@ async def tls_answer(certificate, **overrides) -> Answer:
 async def test_a_certificate_that_does_not_verify_is_fatal_and_no_call(certificate):
     answer = await tls_answer(certificate)
 
-    assert (answer.kind, answer.code, answer.reached) == (Kind.FATAL, "tls", False)
+    assert (answer.verdict, answer.code, answer.reached) == (Verdict.FATAL, "tls", False)
     assert "does not verify" in answer.message and "--ca-bundle" in answer.message
     assert "\n" not in answer.message
 
@@ -294,7 +296,7 @@ async def test_a_certificate_that_does_not_verify_is_fatal_and_no_call(certifica
 async def test_ca_bundle_trusts_a_private_ca(certificate):
     answer = await tls_answer(certificate, ca_bundle=str(certificate[0]))
 
-    assert answer.kind is Kind.DONE, answer
+    assert answer.verdict is Verdict.DONE, answer
     assert answer.recognition.plates[0].value == "123가4567"
 
 
@@ -307,7 +309,7 @@ async def test_https_to_a_plain_http_server_is_fatal_tls():
     finally:
         await runner.cleanup()
 
-    assert (answer.kind, answer.code, answer.reached) == (Kind.FATAL, "tls", False)
+    assert (answer.verdict, answer.code, answer.reached) == (Verdict.FATAL, "tls", False)
     assert "--ca-bundle" in answer.message
 
 

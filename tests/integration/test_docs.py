@@ -15,6 +15,7 @@ from PIL import Image
 
 from pipeline.cli import cli
 from pipeline.emulator import synthetic_result
+from pipeline.verdicts import RESULT_CODES, Verdict, judge
 from tests.support.cli import platepipe
 from tests.support.corpus import make_image, sha256_file
 from tests.support.db import query
@@ -158,3 +159,35 @@ def test_every_readme_query_answers_right(night):
     assert [(a, outcome, code) for a, _, _, outcome, code, _, _ in why] == [
         (1, "failed", "4000002")
     ]
+
+
+def _failure_table() -> dict[str, str]:
+    """README's result-code table: each code it names -> the class its row gives."""
+    start = README.index("| resultCode (NHN's key) | class: what happens |")
+    rows = {}
+    for line in README[start:].splitlines()[2:]:
+        if not line.startswith("|"):
+            break
+        codes, outcome = line.strip("|").split("|", 1)
+        verdict = re.search(r"\*\*([^*]+)\*\*", outcome).group(1)
+        for code in re.findall(r"(?<![\w.])-?\d+(?![\w.])", re.sub(r"\([^)]*\)", "", codes)):
+            rows[code] = verdict
+    return rows
+
+
+CLASS_WORDS = {
+    "done": Verdict.DONE,
+    "done without a plate": Verdict.NO_PLATE,
+    "retry": Verdict.RETRY,
+    "throttle": Verdict.THROTTLE,
+    "permanent": Verdict.PERMANENT,
+    "fatal": Verdict.FATAL,
+}
+
+
+def test_readme_s_failure_table_is_the_code_s_table():
+    table = _failure_table()
+
+    assert set(table) == {str(code) for code in RESULT_CODES}
+    for code, word in table.items():
+        assert CLASS_WORDS[word] is judge(code), (code, word)

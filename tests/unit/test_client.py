@@ -15,12 +15,11 @@ from pipeline.client import (
     MESSAGE_MAX_CHARS,
     PLATE_VALUE_MAX_CHARS,
     NhnClient,
-    classify,
-    classify_http,
     parse_answer,
 )
 from pipeline.config import ApiSettings, RunSettings, Secret
-from pipeline.outcomes import Kind, Plate
+from pipeline.outcomes import Plate
+from pipeline.verdicts import Verdict, judge
 
 SECRET_VALUE = "s3cr3t-KEY-value"
 LATENCY_S = 0.25
@@ -58,43 +57,13 @@ def _failure(code: Any, message: str) -> bytes:
 GUIDE_BODY = _success([{"value": "123가4567", "conf": 0.93}], [GUIDE_BOX])
 
 
-# --- classify -------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("code", "kind"),
-    [
-        (0, Kind.DONE),
-        (-1, Kind.RETRY),
-        (4000001, Kind.PERMANENT),
-        (4000002, Kind.PERMANENT),
-        (4000003, Kind.PERMANENT),
-        (4000004, Kind.PERMANENT),
-        (4000005, Kind.FATAL),
-        (4000006, Kind.RETRY),
-        (4010001, Kind.FATAL),
-        (4000401, Kind.FATAL),
-        (4131000, Kind.PERMANENT),
-        (5000001, Kind.RETRY),
-        (5123456, Kind.RETRY),
-        (5999999, Kind.RETRY),
-        (1234567, Kind.UNKNOWN),
-        (4000007, Kind.UNKNOWN),
-        (6000000, Kind.UNKNOWN),
-        (1, Kind.UNKNOWN),
-    ],
-)
-def test_classify_follows_the_spec_table(code: int, kind: Kind) -> None:
-    assert classify(code) is kind
-
-
 # --- parse_answer: success ------------------------------------------------------------------
 
 
 def test_guide_success_body_becomes_one_plate_with_its_box() -> None:
     answer = parse_answer(200, GUIDE_BODY, LATENCY_S)
 
-    assert answer.kind is Kind.DONE
+    assert answer.verdict is Verdict.DONE
     assert answer.code == "0"
     assert answer.message == "SUCCESS"
     assert answer.latency_s == LATENCY_S
@@ -156,7 +125,7 @@ def test_an_unusable_box_becomes_none_and_the_value_is_kept(box: Any) -> None:
 
     answer = parse_answer(200, body, LATENCY_S)
 
-    assert answer.kind is Kind.DONE
+    assert answer.verdict is Verdict.DONE
     assert answer.recognition.plates == (Plate("11가1111", 0.9, None),)
 
 
@@ -174,7 +143,7 @@ def test_zero_plates_is_a_done_recognition(result: dict[str, Any]) -> None:
 
     answer = parse_answer(200, body, LATENCY_S)
 
-    assert answer.kind is Kind.DONE
+    assert answer.verdict is Verdict.DONE
     assert answer.recognition.plates == ()
     assert answer.recognition.file_type == "jpg"
     assert answer.recognition.resolution == "low"
@@ -195,7 +164,7 @@ def test_a_value_with_null_text_and_conf_is_kept_as_none() -> None:
 def test_gateway_status_is_retried_with_http_code(status: int) -> None:
     answer = parse_answer(status, b"<html>Bad Gateway</html>", LATENCY_S)
 
-    assert answer.kind is Kind.RETRY
+    assert answer.verdict is (Verdict.THROTTLE if status == 429 else Verdict.OUTAGE)
     assert answer.code == f"http_{status}"
     assert answer.http_status == status
     assert answer.recognition is None
@@ -204,7 +173,7 @@ def test_gateway_status_is_retried_with_http_code(status: int) -> None:
 def test_gateway_status_wins_even_over_a_success_body() -> None:
     answer = parse_answer(503, GUIDE_BODY, LATENCY_S)
 
-    assert answer.kind is Kind.RETRY
+    assert answer.verdict is Verdict.OUTAGE
     assert answer.code == "http_503"
     assert answer.recognition is None
 
@@ -261,7 +230,7 @@ def test_gateway_status_wins_even_over_a_success_body() -> None:
 def test_a_body_that_is_not_the_api_json_is_retried_as_bad_response(body: bytes) -> None:
     answer = parse_answer(200, body, LATENCY_S)
 
-    assert answer.kind is Kind.RETRY
+    assert answer.verdict is Verdict.RETRY
     assert answer.code == "bad_response"
     assert answer.recognition is None
 
@@ -292,7 +261,7 @@ def test_success_without_a_usable_result_is_retried_as_bad_response(tail: dict[s
 
     answer = parse_answer(200, body, LATENCY_S)
 
-    assert answer.kind is Kind.RETRY
+    assert answer.verdict is Verdict.RETRY
     assert answer.code == "bad_response"
     assert answer.recognition is None
 
@@ -303,19 +272,21 @@ def test_success_without_a_usable_result_is_retried_as_bad_response(tail: dict[s
 @pytest.mark.parametrize(
     ("code", "kind"),
     [
-        (4000002, Kind.PERMANENT),
-        (4131000, Kind.PERMANENT),
-        (4010001, Kind.FATAL),
-        (4000006, Kind.RETRY),
-        (-1, Kind.RETRY),
-        (5000001, Kind.RETRY),
-        (1234567, Kind.UNKNOWN),
+        (4000002, Verdict.PERMANENT),
+        (4131000, Verdict.PERMANENT),
+        (4010001, Verdict.FATAL),
+        (4000006, Verdict.THROTTLE),
+        (5000503, Verdict.THROTTLE),
+        (4010003, Verdict.FATAL),
+        (-1, Verdict.RETRY),
+        (5000001, Verdict.RETRY),
+        (1234567, Verdict.UNKNOWN),
     ],
 )
-def test_failure_codes_keep_code_and_result_message(code: int, kind: Kind) -> None:
+def test_failure_codes_keep_code_and_result_message(code: int, kind: Verdict) -> None:
     answer = parse_answer(200, _failure(code, f"message for {code}"), LATENCY_S)
 
-    assert answer.kind is kind
+    assert answer.verdict is kind
     assert answer.code == str(code)
     assert answer.message == f"message for {code}"
     assert answer.http_status == 200
@@ -333,7 +304,7 @@ def test_a_failure_without_message_has_an_empty_message() -> None:
 
     answer = parse_answer(200, body, LATENCY_S)
 
-    assert answer.kind is Kind.PERMANENT
+    assert answer.verdict is Verdict.PERMANENT
     assert answer.message == ""
 
 
@@ -437,7 +408,7 @@ def test_conf_is_a_number_in_zero_one_or_null(conf: Any, stored: float | None) -
 
     answer = parse_answer(200, body, LATENCY_S)
 
-    assert answer.kind is Kind.DONE
+    assert answer.verdict is Verdict.DONE
     assert answer.recognition.plates == (Plate("11가1111", stored, GUIDE_BOX_TUPLE),)
 
 
@@ -467,7 +438,7 @@ def test_a_box_with_a_coordinate_that_is_not_an_integer_is_dropped(box: Any) -> 
 
     answer = parse_answer(200, body, LATENCY_S)
 
-    assert answer.kind is Kind.DONE
+    assert answer.verdict is Verdict.DONE
     assert answer.recognition.plates == (Plate("11가1111", 0.9, None),)
     assert "3231" in answer.recognition.raw  # what came stays in the raw answer
 
@@ -493,7 +464,7 @@ def test_texts_that_are_not_strings_are_not_taken_as_text() -> None:
 
     answer = parse_answer(200, body, LATENCY_S)
 
-    assert answer.kind is Kind.DONE
+    assert answer.verdict is Verdict.DONE
     assert answer.message == ""
     assert answer.recognition.file_type is None
     assert answer.recognition.resolution is None
@@ -521,7 +492,7 @@ def _nested(levels: int, opening: str = "[", closing: str = "]") -> str:
 def test_absurd_nesting_is_a_bad_response_not_a_recursion_error(body: str) -> None:
     answer = parse_answer(200, body.encode(), LATENCY_S)
 
-    assert (answer.kind, answer.code) == (Kind.RETRY, "bad_response")
+    assert (answer.verdict, answer.code) == (Verdict.RETRY, "bad_response")
     assert "nested deeper" in answer.message
 
 
@@ -531,7 +502,7 @@ def test_nesting_within_the_limit_and_brackets_in_strings_are_fine() -> None:
 
     answer = parse_answer(200, body, LATENCY_S)
 
-    assert answer.kind is Kind.DONE
+    assert answer.verdict is Verdict.DONE
     assert answer.recognition.plates[0].value.startswith("[[[[")
 
 
@@ -540,7 +511,7 @@ def test_parse_answer_is_total_even_past_the_depth_check(monkeypatch) -> None:
 
     answer = parse_answer(200, _nested(200_000).encode(), LATENCY_S)
 
-    assert (answer.kind, answer.code) == (Kind.RETRY, "bad_response")
+    assert (answer.verdict, answer.code) == (Verdict.RETRY, "bad_response")
     assert "RecursionError" in answer.message
 
 
@@ -576,7 +547,7 @@ def test_a_poisoned_answer_leaves_nothing_hurtful() -> None:
 
     answer = parse_answer(200, poison(SECRET_VALUE), LATENCY_S, secret=Secret(SECRET_VALUE))
 
-    assert answer.kind is Kind.DONE
+    assert answer.verdict is Verdict.DONE
     _assert_harmless(answer)
     recognition = answer.recognition
     assert recognition.file_type == "jpg"
@@ -620,7 +591,7 @@ def test_the_secret_is_scrubbed_from_every_text_even_where_it_is_cut(field: str)
 
     answer = parse_answer(200, body, LATENCY_S, secret=Secret(SECRET_VALUE))
 
-    assert answer.kind is Kind.DONE
+    assert answer.verdict is Verdict.DONE
     _assert_harmless(answer)
     assert len(answer.recognition.plates[0].value) <= PLATE_VALUE_MAX_CHARS
 
@@ -674,7 +645,7 @@ def test_a_redirect_is_fatal_and_names_where_it_points(status: int) -> None:
         status, b"moved", LATENCY_S, location=location, secret=Secret(SECRET_VALUE)
     )
 
-    assert (answer.kind, answer.code, answer.http_status) == (Kind.FATAL, "redirect", status)
+    assert (answer.verdict, answer.code, answer.http_status) == (Verdict.FATAL, "redirect", status)
     assert "https://other.example/v1?auth=*** X-Injected: 1" in answer.message
     assert "--endpoint" in answer.message
     _assert_harmless(answer)
@@ -683,7 +654,7 @@ def test_a_redirect_is_fatal_and_names_where_it_points(status: int) -> None:
 def test_a_redirect_without_a_location_says_so() -> None:
     answer = parse_answer(302, b"", LATENCY_S)
 
-    assert (answer.kind, answer.code) == (Kind.FATAL, "redirect")
+    assert (answer.verdict, answer.code) == (Verdict.FATAL, "redirect")
     assert "no Location header" in answer.message
 
 
@@ -691,16 +662,16 @@ def test_a_redirect_without_a_location_says_so() -> None:
 def test_http_statuses_of_an_endpoint_that_cannot_work_are_fatal(status: int) -> None:
     answer = parse_answer(status, b"<html>\nNope\n</html>", LATENCY_S)
 
-    assert classify_http(status) is Kind.FATAL
-    assert (answer.kind, answer.code) == (Kind.FATAL, f"http_{status}")
+    assert judge(f"http_{status}") is Verdict.FATAL
+    assert (answer.verdict, answer.code) == (Verdict.FATAL, f"http_{status}")
     assert f"HTTP {status}" in answer.message and "\n" not in answer.message
 
 
 @pytest.mark.parametrize(
-    ("status", "kind"), [(500, Kind.RETRY), (502, Kind.RETRY), (418, Kind.UNKNOWN)]
+    ("status", "kind"), [(500, Verdict.OUTAGE), (502, Verdict.OUTAGE), (418, Verdict.UNKNOWN)]
 )
-def test_other_statuses_keep_their_class(status: int, kind: Kind) -> None:
-    assert classify_http(status) is kind
+def test_other_statuses_keep_their_class(status: int, kind: Verdict) -> None:
+    assert judge(f"http_{status}") is kind
 
 
 @pytest.mark.parametrize(
