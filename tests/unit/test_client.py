@@ -694,3 +694,21 @@ def test_every_answer_from_the_server_reached_it() -> None:
         parse_answer(502, b"", LATENCY_S),
     ):
         assert answer.reached is True
+
+
+@pytest.mark.parametrize("code", [4000201, 5004003])
+def test_a_result_without_a_plate_goes_through_the_same_checks(code: int) -> None:
+    doc = {
+        "header": _header(code, f"no plate \ud800{SECRET_VALUE}"),
+        "result": {"fileType": SECRET_VALUE, "resolution": "low\x00", "values": "odd"},
+    }
+    body = json.dumps(doc).encode()
+
+    answer = parse_answer(200, body, LATENCY_S, secret=Secret(SECRET_VALUE))
+
+    assert (answer.verdict, answer.code) == (Verdict.NO_PLATE, str(code))
+    recognition = answer.recognition
+    assert (recognition.result_code, recognition.plates) == (code, ())
+    assert (recognition.file_type, recognition.resolution) == ("***", "low")
+    assert answer.message == "no plate ***"
+    _assert_harmless(answer)
