@@ -22,7 +22,7 @@ from pipeline.outcomes import Answer, Call, CallResult, ItemStatus, Outcome
 from pipeline.pacing import Breaker, OutageTooLong, RateGovernor
 from pipeline.preflight import Read, read_checked, sniff_type
 from pipeline.store import ClaimedItem, utcnow
-from pipeline.verdicts import Verdict
+from pipeline.verdicts import Verdict, result_key
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +103,15 @@ class PoolStats:
     retries: int = 0
     in_flight: int = 0
     by_code: dict[str, int] = field(default_factory=dict)
+
+
+def _fatal_line(answer: Answer) -> str:
+    """Why no call can succeed, in one line: NHN's code and its key, or what the client saw
+    (a certificate, a host, a redirect, an HTTP status), which it already says in full."""
+    key = result_key(answer.code)
+    if key is None:
+        return answer.message
+    return f"the API refused the run: {answer.code} {key}: {answer.message}"
 
 
 def _set_event() -> asyncio.Event:
@@ -260,7 +269,7 @@ class WorkerPool:
         """End the run on an answer that no later call can improve."""
         verdict = answer.verdict
         if verdict is Verdict.FATAL:
-            self.on_stop("fatal", f"the API refused the run: {answer.code} {answer.message}")
+            self.on_stop("fatal", _fatal_line(answer))
         elif verdict is Verdict.THROTTLE:
             throttled_s = self.governor.throttled_for_s()
             if throttled_s > self.breaker.max_outage_s:
