@@ -235,6 +235,13 @@ class WorkerPool:
             if probe:
                 self.breaker.end_probe()
         self.governor.on_answer(answer)
+        log.debug(
+            "call %s: %s %s in %.0f ms",
+            item.path,
+            answer.code,
+            answer.kind.value,
+            answer.latency_s * 1000,
+        )
         self.stats.by_code[answer.code] = self.stats.by_code.get(answer.code, 0) + 1
         if answer.kind is Kind.FATAL:
             self.on_stop("fatal", f"the API refused the run: {answer.code} {answer.message}")
