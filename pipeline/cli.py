@@ -22,6 +22,7 @@ from typing import Any, ClassVar, NoReturn, TypeVar
 
 import click
 from click.core import ParameterSource
+from sqlalchemy.engine import make_url
 
 from pipeline import logs
 from pipeline.capture import PathPattern, PatternError
@@ -36,7 +37,7 @@ from pipeline.config import (
     default_map,
 )
 from pipeline.config import read_config_file as read_config
-from pipeline.db import display_url
+from pipeline.db import absolute_url, display_url
 from pipeline.errors import (
     EXIT_FAILED_ITEMS,
     EXIT_OK,
@@ -744,8 +745,11 @@ def show_config(**values: Any) -> None:
             click.echo(f"# {key}: {shown} (a flag only)")
             continue
         if key == "db":
-            value = display_url(value)
-            if value != values[param.name]:
+            try:
+                value = display_url(absolute_url(value))
+            except PipelineError as exc:
+                fail(exc)
+            if make_url(value).password != make_url(values[param.name]).password:
                 source += "; password hidden"
         if key == "secret_key_file":
             continue

@@ -65,6 +65,15 @@ def _check_sqlite(parsed: URL) -> None:
         raise BadUrlError("an in-memory database keeps nothing: name a file, sqlite:///nightly.db")
 
 
+def absolute_url(url: str) -> str:
+    """`url` checked (BadUrlError), with a relative SQLite file made absolute: the file that
+    this working directory means."""
+    path = sqlite_path(url)
+    if path is None or os.path.isabs(path):
+        return url
+    return make_url(url).set(database=os.path.abspath(path)).render_as_string(hide_password=False)
+
+
 def sqlite_path(url: str) -> str | None:
     """The file a sqlite URL names (as given, maybe relative), None for other databases."""
     parsed = parse_url(url)
