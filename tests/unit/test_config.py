@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import SETTINGS, Secret, default_map, read_config_file
+from pipeline.config import SETTINGS, Secret, clean_key, default_map, read_config_file
 from pipeline.errors import ConfigError
 
 DEFAULT_TOML = Path(__file__).resolve().parents[2] / "config" / "default.toml"
@@ -96,3 +96,39 @@ def test_default_toml_lists_every_setting_with_its_default() -> None:
     assert set(values) == set(SETTINGS)
     for key, setting in SETTINGS.items():
         assert values[key] == setting.default, key
+
+
+def test_relative_paths_in_a_config_file_are_beside_it(tmp_path) -> None:
+    path = write(
+        tmp_path,
+        'secret_key_file = "keys/nhn.key"\ndb = "sqlite:///plates.db"\n',
+    )
+
+    values = read_config_file(path)
+
+    assert values["secret_key_file"] == str(tmp_path / "keys" / "nhn.key")
+    assert values["db"] == f"sqlite:///{tmp_path / 'plates.db'}"
+
+
+def test_absolute_paths_and_other_databases_stay_as_written(tmp_path) -> None:
+    text = 'secret_key_file = "/etc/nhn.key"\ndb = "sqlite:////var/lib/plates.db"\n'
+    assert read_config_file(write(tmp_path, text)) == {
+        "secret_key_file": "/etc/nhn.key",
+        "db": "sqlite:////var/lib/plates.db",
+    }
+    pg = 'db = "postgresql://plates@db:5432/plates"\n'
+    assert read_config_file(write(tmp_path, pg))["db"] == "postgresql://plates@db:5432/plates"
+
+
+@pytest.mark.parametrize("raw", ["sk-abc\r\n", "  sk-abc\n", "sk-abc", "\tsk-abc \r"])
+def test_keys_lose_the_whitespace_around_them(raw: str) -> None:
+    assert clean_key(raw, "secret_key_file") == "sk-abc"
+
+
+@pytest.mark.parametrize("raw", ["sk-\rabc", "sk-abc\x00x", "sk\x1b[0m-abc", "sk-a\nbc"])
+def test_a_control_character_inside_a_key_is_an_error_that_hides_it(raw: str) -> None:
+    with pytest.raises(ConfigError, match="control character") as caught:
+        clean_key(raw, "NHN_OCR_SECRET_KEY")
+
+    assert "abc" not in str(caught.value)
+    assert "NHN_OCR_SECRET_KEY" in str(caught.value)
