@@ -830,7 +830,7 @@ def db_upgrade(db_url: str) -> None:
     if before == after:
         click.echo(f"database is at revision {after} (newest) already: nothing to do")
     elif before is None:
-        click.echo(f"database created at revision {after} (newest)")
+        click.echo(f"platepipe tables created, at revision {after} (newest)")
     else:
         click.echo(f"database upgraded from revision {before} to {after} (newest)")
 
