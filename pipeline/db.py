@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote
@@ -98,12 +99,12 @@ def create_engine(url: str, *, read_only: bool = False) -> AsyncEngine:
     READ ONLY, so a command that only reads cannot write by mistake."""
     parsed = parse_url(url)
     if parsed.get_backend_name() == "sqlite":
+        pragmas = _sqlite_pragmas
         if read_only:
-            parsed = _read_only_sqlite(parsed)
+            parsed, pragmas = _read_only_sqlite(parsed)
         engine = create_async_engine(
             parsed, pool_size=1, max_overflow=0, pool_timeout=SQLITE_POOL_TIMEOUT_S
         )
-        pragmas = _sqlite_read_pragmas if read_only else _sqlite_pragmas
         event.listen(engine.sync_engine, "connect", pragmas)
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
         return engine
@@ -113,16 +114,23 @@ def create_engine(url: str, *, read_only: bool = False) -> AsyncEngine:
     )
 
 
-def _read_only_sqlite(parsed: URL) -> URL:
-    """The same file as a `file:` URI with mode=ro. A WAL database read this way still needs
-    its -shm file; in a folder nobody may write, where that cannot be made and no -wal shows
-    a writer, the file is opened `immutable` instead (nothing can be changing it)."""
+def _read_only_sqlite(parsed: URL) -> tuple[URL, Callable[..., None]]:
+    """How to open a SQLite file without writing it: the URL and the connect-time pragmas.
+
+    A file we may write is opened as usual with `query_only`: every change is refused, and the
+    last connection to close still removes the -wal and -shm files, as a writer's would. One we
+    may not write (mode 444, or a read-only folder) is opened as a `file:` URI with mode=ro; a
+    WAL database read that way needs its -shm file, and in a folder nobody may write, where
+    that cannot be made and no -shm shows a writer, the file is opened `immutable` instead
+    (nothing can be changing it)."""
     path = os.path.abspath(parsed.database or "")
-    query = {"mode": "ro", "uri": "true"}
     folder = os.path.dirname(path)
+    if os.access(path, os.W_OK) and os.access(folder, os.W_OK):
+        return parsed, _sqlite_query_only_pragmas
+    query = {"mode": "ro", "uri": "true"}
     if not os.access(folder, os.W_OK) and not os.path.exists(f"{path}-shm"):
         query["immutable"] = "1"
-    return parsed.set(database=f"file:{quote(path)}", query=query)
+    return parsed.set(database=f"file:{quote(path)}", query=query), _sqlite_read_pragmas
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -144,6 +152,13 @@ def _sqlite_read_pragmas(dbapi_connection, _record) -> None:
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.close()
+
+
+def _sqlite_query_only_pragmas(dbapi_connection, record) -> None:
+    _sqlite_read_pragmas(dbapi_connection, record)
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA query_only=ON")
     cursor.close()
 
 

@@ -196,6 +196,17 @@ def test_reading_commands_never_create_tables_in_postgres(command, env, postgres
     assert tables == []
 
 
+def test_reading_an_existing_database_leaves_no_file_behind(env, tmp_path):
+    url = seed(tmp_path / "plates.db", done=2)
+    before = sorted(p.name for p in tmp_path.iterdir())
+
+    for command in (["status"], ["jobs"], ["export", "--job", JOB, "--format", "csv"]):
+        result = platepipe(*command, "--db", url, env=env)
+        assert result.returncode == 0, result.stderr
+
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no -wal, no -shm left
+
+
 def test_an_old_schema_is_not_upgraded_by_a_reading_command(env, tmp_path):
     url = f"sqlite:///{tmp_path / 'old.db'}"
     make_schema(url, "0003")
