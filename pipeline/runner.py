@@ -63,7 +63,9 @@ class RunReport:
         counts = self.job.counts
         if counts["pending"] or counts["running"]:
             return EXIT_STOPPED  # stopped early, or another process still works on it
-        if counts["failed"]:
+        if counts["failed"] or self.scan.unreadable_dirs:
+            # A folder that could not be listed hides images nobody sent: as much for the
+            # operator to fix (permissions, a path too long) as a failed item.
             return EXIT_FAILED_ITEMS
         return EXIT_OK
 

@@ -267,18 +267,54 @@ class Store:
         self._insert_new_items = _BulkInsert(self._insert_new, _NEW_ITEM_COLUMNS, engine.dialect)
 
     @classmethod
-    async def open(cls, url: str, *, migrate: bool = True) -> Store:
-        """Connect (and by default bring the schema up to date); DatabaseError if unreachable."""
-        engine = db.create_engine(url)
+    async def open(
+        cls, url: str, *, migrate: bool = True, existing: bool = False, read_only: bool = False
+    ) -> Store:
+        """Connect (and by default bring the schema up to date); DatabaseError if unreachable.
+
+        `existing` creates nothing: a SQLite file that is not there, or a database without
+        platepipe's schema, is a one-line DatabaseError (for commands that must not make a
+        database by mistake). `read_only` implies it, and opens a connection that cannot write.
+        """
+        existing = existing or read_only
+        if existing:
+            _check_sqlite_file(url)
+        engine = db.create_engine(url, read_only=read_only)
         store = cls(engine, url)
         try:
-            async with store._begin() as connection:
-                if migrate:
+            if existing:
+                await store._check_schema()
+            elif migrate:
+                async with store._begin() as connection:
                     await db.upgrade(connection)
+            else:
+                async with store._begin(writes=False):
+                    pass  # reachable, or a DatabaseError now
         except BaseException:
             await engine.dispose()
             raise
         return store
+
+    async def upgrade_schema(self) -> tuple[str | None, str | None]:
+        """Apply the migrations the database lacks; its revision before and after."""
+        before = await self.schema_revision()
+        async with self._begin() as connection:
+            await db.upgrade(connection)
+        return before, await self.schema_revision()
+
+    async def _check_schema(self) -> None:
+        revision = await self.schema_revision()
+        where = f"database {db.display_url(self.url)}"
+        if revision is None:
+            raise DatabaseError(
+                f"{where} has no platepipe tables (a wrong database name? "
+                "`platepipe db upgrade` or a first `run` makes them)"
+            )
+        if revision.isdigit() and db.HEAD_REVISION.isdigit() and revision < db.HEAD_REVISION:
+            raise DatabaseError(
+                f"{where} is at schema revision {revision}, older than this platepipe's "
+                f"{db.HEAD_REVISION}: run `platepipe db upgrade` first"
+            )
 
     async def close(self) -> None:
         await self.engine.dispose()
@@ -703,6 +739,7 @@ class Store:
             chosen = or_(chosen, items.c.status == "done")
         now = utcnow()
         async with self._begin() as connection:
+            await self._refuse_if_worked(connection, job, now)
             result = await connection.execute(
                 update(items)
                 .where(items.c.job_id == job.id, chosen)
@@ -718,6 +755,20 @@ class Store:
             if result.rowcount:
                 await _touch(connection, job, now)
         return result.rowcount or 0
+
+    async def _refuse_if_worked(self, connection: AsyncConnection, job: Job, now: datetime):
+        """JobBusyError while a run or `work` process is live on the job (the liveness test
+        `register_worker` applies): it would send again what is re-queued under it."""
+        host = socket.gethostname()
+        rows = (await connection.execute(select(workers).where(workers.c.job_id == job.id))).all()
+        live = [r for r in rows if not _is_dead(r, host, now)]
+        if live:
+            other = live[0]
+            age = (now - other.heartbeat_at).total_seconds()
+            raise JobBusyError(
+                f"job {job.name!r} is being processed by pid {other.pid} on {other.host} "
+                f"(`{other.kind}`, heartbeat {age:.0f}s ago): retry when it has ended"
+            )
 
     async def reads(self, job: Job) -> AsyncIterator[Any]:
         """Every plate read of the job as plate_reads' columns, streamed in item order."""
@@ -874,6 +925,16 @@ def _plate_rows(done: Iterable[Outcome]) -> Iterable[dict[str, Any]]:
                 "conf": plate.conf,
                 **dict(zip(_BOX_COLUMNS, box, strict=True)),
             }
+
+
+def _check_sqlite_file(url: str) -> None:
+    """A SQLite URL must name a file that is there: opening one that is not creates it."""
+    path = db.sqlite_path(url)
+    if path is not None and not os.path.isfile(path):
+        raise DatabaseError(
+            f"no database at {os.path.abspath(path)}: check --db "
+            "(`platepipe run` or `platepipe db upgrade` makes one)"
+        )
 
 
 def _is_dead(worker: Any, host: str, now: datetime) -> bool:

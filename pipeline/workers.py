@@ -234,6 +234,13 @@ class WorkerPool:
                 self.breaker.end_probe()
         self._count(answer)
         self.governor.on_answer(answer)
+        log.debug(
+            "call %s: %s %s in %.0f ms",
+            item.path,
+            answer.code,
+            answer.verdict.value,
+            answer.latency_s * 1000,
+        )
         self._stop_if_hopeless(answer)
         outcome = self.policy.outcome(item, answer, started_at, outage=outage)
         # The item records the file as it was sent, not as the scan saw it.

@@ -96,8 +96,15 @@ def test_an_older_database_is_brought_up_to_date_with_its_data(db_url, platepipe
         )
         assert done.returncode == 0, done.stderr
 
+    # `status` only reads: it migrates nothing, and says what to do.
+    refused = platepipe("status", "--job", "old", "--db", db_url, env=platepipe_env)
+    assert refused.returncode == 1 and "platepipe db upgrade" in refused.stderr, refused.stderr
+    assert query(db_url, "SELECT version_num FROM alembic_version") == [("0001",)]
+
+    upgraded = platepipe("db", "upgrade", "--db", db_url, env=platepipe_env)
     status = platepipe("status", "--job", "old", "--db", db_url, env=platepipe_env)
 
+    assert upgraded.returncode == 0 and "upgraded from revision 0001" in upgraded.stdout
     assert status.returncode == 0, status.stderr
     assert "done 1" in status.stdout
     assert query(db_url, "SELECT version_num FROM alembic_version") == [(db.HEAD_REVISION,)]
