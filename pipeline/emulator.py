@@ -585,6 +585,7 @@ async def _serve(host: str, port: int, app_options: dict[str, Any]) -> None:
 @click.option(
     "--no-plate-share",
     type=click.FloatRange(0, 1),
+    metavar="SHARE",
     default=NO_PLATE_SHARE,
     show_default=True,
     help="Share of images answered 4000201 (VEHICLE_PLATE_NOT_FOUND) instead of a plate, chosen "
@@ -593,6 +594,7 @@ async def _serve(host: str, port: int, app_options: dict[str, Any]) -> None:
 @click.option(
     "--max-plates",
     type=click.IntRange(1, MAX_PLATES_LIMIT),
+    metavar="N",
     default=DEFAULT_MAX_PLATES,
     show_default=True,
     help="Plates per image with a plate: 1 as NHN answers, or 1 to N chosen by the bytes, to "

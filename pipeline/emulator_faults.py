@@ -231,6 +231,7 @@ def fault_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--limit-code",
             type=click.Choice([str(code) for code in LIMIT_CODES]),
+            metavar="CODE",
             default=str(LIMIT_CODES[0]),
             show_default=True,
             callback=lambda ctx, param, value: int(value),
