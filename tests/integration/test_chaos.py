@@ -29,7 +29,8 @@ def test_a_quarter_of_faults_of_every_kind_loses_nothing(
     assert result.returncode == 0, result.stderr[-3000:]
     stats = emulator.stats()
     assert set(stats["faults"]) == {
-        "5000001", "-1", "4000006", "http_502", "http_503", "http_429", "bad_json", "drop", "slow",
+        "5000001", "-1", "4000006", "5000503", "5004001", "5004002",
+        "http_502", "http_503", "http_429", "bad_json", "drop", "slow",
     }  # fmt: skip
     counts = dict(query(db_url, "SELECT status, count(*) FROM items GROUP BY status"))
     assert counts == {"done": len(corpus.images), "skipped": len(corpus.bad)}
