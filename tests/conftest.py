@@ -90,6 +90,13 @@ def secret_key() -> str:
     return f"test-secret-{secrets.token_hex(8)}"
 
 
+def emulator_argv(*options: str) -> list[str]:
+    """`platepipe emulator` with these options, and FIXTURE_NO_PLATE_SHARE unless they set one."""
+    if FIXTURE_NO_PLATE_SHARE is not None and "--no-plate-share" not in options:
+        options = ("--no-plate-share", FIXTURE_NO_PLATE_SHARE, *options)
+    return [sys.executable, "-m", "pipeline", "emulator", *options]
+
+
 @dataclass
 class Emulator:
     url: str
@@ -106,10 +113,8 @@ def start_emulator(secret_key: str) -> Iterator[Callable[..., Emulator]]:
     started: list[Emulator] = []
 
     def start(*options: str) -> Emulator:
-        if FIXTURE_NO_PLATE_SHARE is not None and "--no-plate-share" not in options:
-            options = ("--no-plate-share", FIXTURE_NO_PLATE_SHARE, *options)
         process = subprocess.Popen(
-            [sys.executable, "-m", "pipeline", "emulator", "--port", "0", "--record", *options],
+            emulator_argv("--port", "0", "--record", *options),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
