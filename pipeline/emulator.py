@@ -79,6 +79,12 @@ DEFAULT_MAX_PLATES = 1
 MAX_PLATES_LIMIT = 16
 # Share of images answered 4000201: in camera archives many frames show no plate.
 NO_PLATE_SHARE = 0.25
+# The shape of a 4000201 answer: the header alone (the default, see the module docstring), or
+# also a ``result`` with fileType, resolution and empty values and boxes, for a client to be
+# tested against both.
+NO_PLATE_BODY_HEADER = "header"
+NO_PLATE_BODY_RESULT = "result"
+NO_PLATE_BODIES = (NO_PLATE_BODY_HEADER, NO_PLATE_BODY_RESULT)
 CONF_MIN, CONF_MAX = 0.30, 0.99
 # A Korean plate is 520 x 110 mm.
 PLATE_ASPECT = 520 / 110
@@ -189,18 +195,29 @@ def plate_count(digest: bytes, *, max_plates: int, no_plate_share: float) -> int
 
 
 def synthetic_answer(
-    data: bytes, width: int, height: int, file_type: str, **options: Any
+    data: bytes,
+    width: int,
+    height: int,
+    file_type: str,
+    *,
+    no_plate_body: str = NO_PLATE_BODY_HEADER,
+    **options: Any,
 ) -> dict[str, Any]:
     """The whole answer for a valid image: SUCCESS with its plates, or 4000201 without any.
 
-    ``options`` are synthetic_result's: max_plates, no_plate_share.
+    ``options`` are synthetic_result's: max_plates, no_plate_share. ``no_plate_body`` is the
+    shape of a 4000201 answer (see NO_PLATE_BODIES).
     """
-    return _image_decision(synthetic_result(data, width, height, file_type, **options)).answer()
+    result = synthetic_result(data, width, height, file_type, **options)
+    return _image_decision(result, no_plate_body).answer()
 
 
-def _image_decision(result: dict[str, Any], sha: str | None = None) -> _Decision:
+def _image_decision(
+    result: dict[str, Any], no_plate_body: str, sha: str | None = None
+) -> _Decision:
     if not result["values"]:
-        return _Decision(PLATE_NOT_FOUND, image_sha256=sha)
+        kept = result if no_plate_body == NO_PLATE_BODY_RESULT else None
+        return _Decision(PLATE_NOT_FOUND, kept, sha)
     return _Decision(SUCCESS, result, sha)
 
 
@@ -325,6 +342,7 @@ class _VehiclePlateEndpoint:
         injector: FaultInjector,
         slow_seconds: float,
         plates: dict[str, Any],
+        no_plate_body: str,
     ) -> None:
         self._app_key = app_key.encode("utf-8", "surrogateescape")
         self._secret_key = secret_key.encode("utf-8", "surrogateescape")
@@ -335,6 +353,7 @@ class _VehiclePlateEndpoint:
         self._injector = injector
         self._slow_seconds = slow_seconds
         self._plates = plates  # synthetic_result's options
+        self._no_plate_body = no_plate_body
 
     async def handle(self, request: web.Request) -> web.Response:
         stats = request.app[STATS_KEY]
@@ -409,7 +428,8 @@ class _VehiclePlateEndpoint:
             size = await asyncio.to_thread(_read_size, data, file_type)
         if size is None:
             return _Decision(INVALID_FILE, image_sha256=sha)
-        return _image_decision(synthetic_result(data, *size, file_type, **self._plates), sha)
+        result = synthetic_result(data, *size, file_type, **self._plates)
+        return _image_decision(result, self._no_plate_body, sha)
 
 
 def _read_size(data: bytes, file_type: str) -> tuple[int, int] | None:
@@ -460,6 +480,7 @@ def make_app(
     limit_code: int = CALL_LIMIT_EXCEEDED,
     max_plates: int = DEFAULT_MAX_PLATES,
     no_plate_share: float = NO_PLATE_SHARE,
+    no_plate_body: str = NO_PLATE_BODY_HEADER,
 ) -> web.Application:
     """Build the emulator application; its accounting is ``app[STATS_KEY]``.
 
@@ -467,7 +488,8 @@ def make_app(
     (see ``emulator_faults``) instead of their answer, drawn from ``random.Random(seed)``.
     ``rate_limit`` > 0 answers ``limit_code`` (4000006, or 5000503 as NHN's upstream does) to a
     call that would make more than that many admitted calls within one second. Both are off by
-    default. ``no_plate_share`` and ``max_plates`` shape the answers: see ``synthetic_result``.
+    default. ``no_plate_share`` and ``max_plates`` shape the answers (see ``synthetic_result``),
+    ``no_plate_body`` the 4000201 ones (see ``NO_PLATE_BODIES``).
     """
     low, high = latency
     if not 0 <= low <= high:
@@ -480,6 +502,8 @@ def make_app(
         raise ValueError(f"max_plates must be 1..{MAX_PLATES_LIMIT}, got {max_plates!r}")
     if not 0 <= no_plate_share <= 1:
         raise ValueError(f"no_plate_share must be between 0 and 1, got {no_plate_share!r}")
+    if no_plate_body not in NO_PLATE_BODIES:
+        raise ValueError(f"no_plate_body must be one of {NO_PLATE_BODIES}, got {no_plate_body!r}")
     app = web.Application(client_max_size=CLIENT_MAX_SIZE_BYTES)
     app[STATS_KEY] = EmulatorStats(record=record)
     endpoint = _VehiclePlateEndpoint(
@@ -492,6 +516,7 @@ def make_app(
         injector=FaultInjector(fault_rate, faults, seed),
         slow_seconds=slow_seconds,
         plates={"max_plates": max_plates, "no_plate_share": no_plate_share},
+        no_plate_body=no_plate_body,
     )
     app.router.add_post(ENDPOINT_PATH, endpoint.handle)
     app.router.add_get(STATS_PATH, _stats)
@@ -592,6 +617,15 @@ async def _serve(host: str, port: int, app_options: dict[str, Any]) -> None:
     "by their bytes so always the same images, e.g. --no-plate-share 0 for a plate on every one.",
 )
 @click.option(
+    "--no-plate-body",
+    type=click.Choice(NO_PLATE_BODIES),
+    metavar="BODY",
+    default=NO_PLATE_BODY_HEADER,
+    show_default=True,
+    help="A 4000201 answer's body: the header alone, as NHN's failures are, or also a result "
+    "with fileType, resolution and empty values and boxes, e.g. --no-plate-body result.",
+)
+@click.option(
     "--max-plates",
     type=click.IntRange(1, MAX_PLATES_LIMIT),
     metavar="N",
@@ -614,6 +648,7 @@ def emulator_command(
     secret_key: str,
     latency: tuple[float, float],
     no_plate_share: float,
+    no_plate_body: str,
     max_plates: int,
     record: bool,
     **fault_options: Any,
@@ -643,6 +678,7 @@ def emulator_command(
         secret_key=secret_key,
         latency=latency,
         no_plate_share=no_plate_share,
+        no_plate_body=no_plate_body,
         max_plates=max_plates,
         record=record,
         **fault_options,

@@ -174,6 +174,19 @@ async def test_an_image_without_a_plate_is_4000201_with_no_result(
     assert stats.answers == {hashlib.sha256(png_plateless).hexdigest(): answer}
 
 
+async def test_a_4000201_answer_can_carry_an_empty_result_on_request(
+    emulator_factory: StartEmulator, send: Send, png_plateless: bytes
+) -> None:
+    url, stats = await emulator_factory(no_plate_body="result")
+    answer = json.loads((await send(url, png_plateless)).body)
+    assert answer == {
+        **NOT_FOUND_ANSWER,
+        "result": {"fileType": "png", "values": [], "boxes": [], "resolution": "low"},
+    }
+    assert answer == synthetic_answer(png_plateless, 320, 240, "png", no_plate_body="result")
+    assert stats.answers == {hashlib.sha256(png_plateless).hexdigest(): answer}
+
+
 def plain_images(count: int) -> list[bytes]:
     """``count`` distinct small PNGs, each one colour."""
     images = []
@@ -371,7 +384,7 @@ def test_help_explains_the_emulator_and_hides_the_secret() -> None:
     chaos_example = "platepipe emulator --fault-rate 0.25 --rate-limit 40 --latency 0.05-0.15"
     assert chaos_example in result.output
     options = ("--fault-rate", "--faults", "--seed", "--slow-seconds", "--rate-limit")
-    options += ("--limit-code", "--no-plate-share", "--max-plates", "--latency")
+    options += ("--limit-code", "--no-plate-share", "--no-plate-body", "--max-plates", "--latency")
     for option in options:
         help_text = result.output.split(f"\n  {option} ", 1)[1].split("\n  -")[0]
         assert f"e.g. {option} " in " ".join(help_text.split()), option
@@ -743,6 +756,7 @@ async def test_every_corpus_image_is_still_accepted(post: Post, tmp_path: Path) 
         (["--limit-code", "429"], "--limit-code"),
         (["--no-plate-share", "1.5"], "--no-plate-share"),
         (["--max-plates", "0"], "--max-plates"),
+        (["--no-plate-body", "empty"], "--no-plate-body"),
         (["--faults", "-1,drop", "--port", "70000"], "--port"),  # -1 is a kind, not an option
     ],
 )
@@ -762,6 +776,7 @@ def test_bad_chaos_options_are_usage_errors(args: list[str], option: str) -> Non
         {"limit_code": 4000005},
         {"no_plate_share": -0.1},
         {"max_plates": 0},
+        {"no_plate_body": "empty"},
     ],
 )
 def test_make_app_refuses_bad_chaos_options(options: dict[str, Any]) -> None:
@@ -796,5 +811,7 @@ async def test_plate_options_reach_the_server(
         assert 5000503 in {wire.code() for wire in refused}
         async with session.get(f"{url}/_emulator/stats") as response:
             served = await response.json()
-    assert served["by_code"]["0"] == 100 and served["rate_limited"] == 30
-    assert "4000201" not in served["by_code"]
+    # Some of the first 30 calls may have left the sliding second before the burst.
+    assert served["by_code"].keys() == {"0", "5000503"}  # no 4000201 at share 0
+    assert served["rate_limited"] == served["by_code"]["5000503"] > 0
+    assert served["calls"] == served["by_code"]["0"] + served["by_code"]["5000503"] == 130
