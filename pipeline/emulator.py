@@ -1,9 +1,17 @@
 """A local server compatible with NHN Cloud's Vehicle Plate OCR API, for dry runs and tests.
 
 It does NOT read plates in images. Every answer is synthetic, derived deterministically from the
-sha256 of the uploaded bytes: the same file always gets the same plates, confidences and boxes.
-The only thing read from the image is its width and height (with Pillow), to place the boxes
-inside it and to compute ``resolution``.
+sha256 of the uploaded bytes: the same file always gets the same answer. Like the live service, an
+image has one plate at most: a share of images (``no_plate_share``, a quarter by default, chosen
+by their bytes) is answered resultCode 4000201 VEHICLE_PLATE_NOT_FOUND, the others one plate with
+its confidence and box (``max_plates`` > 1 gives up to that many, for tests of the pairing of
+``values[i]`` with ``boxes[i]``). The only thing read from the image is its width and height (with
+Pillow), to place the boxes inside it and to compute ``resolution``.
+
+A 4000201 answer is the bare failure envelope, ``{"header": {...}}`` with isSuccessful false and
+no ``result``: NHN's guide shows no failure body for this endpoint, and every failure body NHN
+documents for its other APIs is the header alone. So a client learns nothing about a plate-less
+image from the answer but its code (not even ``fileType`` or ``resolution``).
 
 It follows the real service where a client can tell the difference: the route, the
 ``Authorization`` header, the multipart field ``image``, HTTP 200 for every answer with the
@@ -37,9 +45,11 @@ from aiohttp import BodyPartReader, web
 from PIL import JpegImagePlugin, PngImagePlugin
 
 from pipeline.emulator_faults import (
+    DEFAULT_FAULT_KINDS,
     DEFAULT_SLOW_SECONDS,
     FAULT_KINDS,
     JSON_FAULT_CODES,
+    LIMIT_CODES,
     SLOW,
     FaultInjector,
     PerSecondCounter,
@@ -63,7 +73,18 @@ STATS_PATH = "/_emulator/stats"
 
 NORMAL_MIN_LONG_SIDE_PX = 1280
 NORMAL_MIN_SHORT_SIDE_PX = 720
-MAX_PLATES = 3
+# NHN returns one plate per image at most ("when there are several plates, the result for one
+# plate is returned"); more only on request, for tests of the values[i]/boxes[i] pairing.
+DEFAULT_MAX_PLATES = 1
+MAX_PLATES_LIMIT = 16
+# Share of images answered 4000201: in camera archives many frames show no plate.
+NO_PLATE_SHARE = 0.25
+# The shape of a 4000201 answer: the header alone (the default, see the module docstring), or
+# also a ``result`` with fileType, resolution and empty values and boxes, for a client to be
+# tested against both.
+NO_PLATE_BODY_HEADER = "header"
+NO_PLATE_BODY_RESULT = "result"
+NO_PLATE_BODIES = (NO_PLATE_BODY_HEADER, NO_PLATE_BODY_RESULT)
 CONF_MIN, CONF_MAX = 0.30, 0.99
 # A Korean plate is 520 x 110 mm.
 PLATE_ASPECT = 520 / 110
@@ -86,22 +107,38 @@ INVALID_FILE_TYPE = 4000003
 EMPTY_FILE = 4000004
 HEADERS_MISSING = 4000005
 CALL_LIMIT_EXCEEDED = 4000006
+PLATE_NOT_FOUND = 4000201
 INVALID_KEYS = 4010001
 TOO_LARGE = 4131000
 SERVER_ERROR = 5000001
+TEMPORARILY_UNAVAILABLE = 5000503
+OCR_API_FAIL = 5004001
+OCR_API_RETURN_EMPTY = 5004002
+OCR_RECOGNITION_FAIL = 5004003
+# NHN's resultMessage for each code it documents (Vehicle Plate OCR > Error Code); 4000005 and
+# 4000006 are not in that table, so their text is ours.
 RESULT_MESSAGES = {
     SUCCESS: "SUCCESS",
-    UNKNOWN_ERROR: "unknown error",
-    INVALID_PARAMETER: "invalid parameter",
-    INVALID_FILE: "invalid file",
-    INVALID_FILE_TYPE: "invalid file type",
-    EMPTY_FILE: "uploaded file is empty",
+    UNKNOWN_ERROR: "Unknown error.",
+    INVALID_PARAMETER: "Invalid parameter.",
+    INVALID_FILE: "Invalid file.",
+    INVALID_FILE_TYPE: "Invalid file type.",
+    EMPTY_FILE: "Uploaded file is empty.",
     HEADERS_MISSING: "required headers missing",
     CALL_LIMIT_EXCEEDED: "API call limit exceeded",
-    INVALID_KEYS: "invalid appKey or secretKey",
-    TOO_LARGE: "request larger than 5 MB",
-    SERVER_ERROR: "internal server error",
+    PLATE_NOT_FOUND: "Vehicle plate not found in the image.",
+    INVALID_KEYS: "Invalid appKey or secretKey.",
+    TOO_LARGE: "Request size is larger than permissible limit. the permissible limit is 5mb.",
+    SERVER_ERROR: "Internal Api fail.",
+    TEMPORARILY_UNAVAILABLE: (
+        "The API you requested is temporarily unavailable. Please try again later."
+    ),
+    OCR_API_FAIL: "Vehicle Plate OCR Api fail.",
+    OCR_API_RETURN_EMPTY: "Vehicle Plate OCR Api returned empty body.",
+    OCR_RECOGNITION_FAIL: "Vehicle Plate OCR failed to recognize the vehicle plate.",
 }
+# The answers an image gets on its own merits; faults and refusals never use these codes.
+IMAGE_ANSWER_CODES = frozenset({SUCCESS, PLATE_NOT_FOUND})
 
 # Plates as readable Hangul, not \uXXXX escapes, for whoever looks with curl.
 _dumps = functools.partial(json.dumps, ensure_ascii=False)
@@ -109,15 +146,28 @@ _dumps = functools.partial(json.dumps, ensure_ascii=False)
 _latency_random = random.Random()
 
 
-def synthetic_result(data: bytes, width: int, height: int, file_type: str) -> dict[str, Any]:
-    """Return the ``result`` object for an image: 0..3 made-up plates, fixed by sha256(data)."""
+def synthetic_result(
+    data: bytes,
+    width: int,
+    height: int,
+    file_type: str,
+    *,
+    max_plates: int = DEFAULT_MAX_PLATES,
+    no_plate_share: float = NO_PLATE_SHARE,
+) -> dict[str, Any]:
+    """Return the ``result`` object for an image: its made-up plates, fixed by sha256(data).
+
+    ``values`` is empty for an image in the ``no_plate_share`` (the emulator answers those
+    4000201); the others get 1 plate, or 1..``max_plates``. An image with plates at one share
+    keeps the same plates at any lower share, and its first plate does not depend on max_plates.
+    """
     digest = hashlib.sha256(data).digest()
-    count = digest[0] % (MAX_PLATES + 1)  # uniform over 0..3, so about a quarter have none
+    count = plate_count(digest, max_plates=max_plates, no_plate_share=no_plate_share)
     w, h = max(width, 1), max(height, 1)
     values: list[dict[str, Any]] = []
     boxes: list[dict[str, int]] = []
     for index in range(count):
-        # One independent 32-byte stream per plate keeps plates stable if MAX_PLATES changes.
+        # One independent 32-byte stream per plate keeps plates stable if max_plates changes.
         d = hashlib.sha256(digest + bytes([index])).digest()
         head = f"{d[1] % 100:02d}" if d[2] % 2 else f"{100 + int.from_bytes(d[1:3]) % 900}"
         syllable = PLATE_SYLLABLES[d[3] % len(PLATE_SYLLABLES)]
@@ -133,6 +183,42 @@ def synthetic_result(data: bytes, width: int, height: int, file_type: str) -> di
         "boxes": boxes,
         "resolution": "normal" if normal else "low",
     }
+
+
+def plate_count(digest: bytes, *, max_plates: int, no_plate_share: float) -> int:
+    """How many plates the image with this sha256 digest shows: 0, or 1..max_plates."""
+    # The first 4 bytes as a fraction of 2**32: uniform, so the share of images below the
+    # threshold is no_plate_share, and a lower share only gives plates to more images.
+    if int.from_bytes(digest[:4]) < no_plate_share * 2**32:
+        return 0
+    return 1 + digest[4] % max_plates
+
+
+def synthetic_answer(
+    data: bytes,
+    width: int,
+    height: int,
+    file_type: str,
+    *,
+    no_plate_body: str = NO_PLATE_BODY_HEADER,
+    **options: Any,
+) -> dict[str, Any]:
+    """The whole answer for a valid image: SUCCESS with its plates, or 4000201 without any.
+
+    ``options`` are synthetic_result's: max_plates, no_plate_share. ``no_plate_body`` is the
+    shape of a 4000201 answer (see NO_PLATE_BODIES).
+    """
+    result = synthetic_result(data, width, height, file_type, **options)
+    return _image_decision(result, no_plate_body).answer()
+
+
+def _image_decision(
+    result: dict[str, Any], no_plate_body: str, sha: str | None = None
+) -> _Decision:
+    if not result["values"]:
+        kept = result if no_plate_body == NO_PLATE_BODY_RESULT else None
+        return _Decision(PLATE_NOT_FOUND, kept, sha)
+    return _Decision(SUCCESS, result, sha)
 
 
 def _plate_box(d: bytes, index: int, count: int, w: int, h: int) -> dict[str, int]:
@@ -190,9 +276,9 @@ class EmulatorStats:
             self.admitted.add(arrived)
         if self.record and decision.image_sha256 is not None:
             self.by_sha256[decision.image_sha256] += 1
-            # Real answers are fixed by the image, so the last success is the only success; a
-            # fault or a refusal must not stand in for it.
-            if answer is not None and answer["header"]["isSuccessful"]:
+            # Real answers are fixed by the image (its plates, or 4000201 for none), so the last
+            # one is the only one; a fault or a refusal must not stand in for it.
+            if answer is not None and answer["header"]["resultCode"] in IMAGE_ANSWER_CODES:
                 self.answers[decision.image_sha256] = answer
 
     def to_json(self) -> dict[str, Any]:
@@ -252,16 +338,22 @@ class _VehiclePlateEndpoint:
         latency: tuple[float, float],
         record: bool,
         limiter: SlidingWindowLimiter,
+        limit_code: int,
         injector: FaultInjector,
         slow_seconds: float,
+        plates: dict[str, Any],
+        no_plate_body: str,
     ) -> None:
         self._app_key = app_key.encode("utf-8", "surrogateescape")
         self._secret_key = secret_key.encode("utf-8", "surrogateescape")
         self._latency = latency
         self._record = record
         self._limiter = limiter
+        self._limit_code = limit_code
         self._injector = injector
         self._slow_seconds = slow_seconds
+        self._plates = plates  # synthetic_result's options
+        self._no_plate_body = no_plate_body
 
     async def handle(self, request: web.Request) -> web.Response:
         stats = request.app[STATS_KEY]
@@ -303,7 +395,7 @@ class _VehiclePlateEndpoint:
         admitted = self._limiter.admit(arrived)
         real = await self._answer_upload(request)
         if not admitted:
-            return replace(real, code=CALL_LIMIT_EXCEEDED, result=None, rate_limited=True)
+            return replace(real, code=self._limit_code, result=None, rate_limited=True)
         fault = self._injector.pick()
         if fault is None or fault == SLOW:
             return replace(real, admitted=True, fault=fault)
@@ -336,7 +428,8 @@ class _VehiclePlateEndpoint:
             size = await asyncio.to_thread(_read_size, data, file_type)
         if size is None:
             return _Decision(INVALID_FILE, image_sha256=sha)
-        return _Decision(SUCCESS, synthetic_result(data, *size, file_type), sha)
+        result = synthetic_result(data, *size, file_type, **self._plates)
+        return _image_decision(result, self._no_plate_body, sha)
 
 
 def _read_size(data: bytes, file_type: str) -> tuple[int, int] | None:
@@ -380,23 +473,37 @@ def make_app(
     latency: tuple[float, float] = (0.0, 0.0),
     record: bool = False,
     fault_rate: float = 0.0,
-    faults: str | Iterable[str] = FAULT_KINDS,
+    faults: str | Iterable[str] = DEFAULT_FAULT_KINDS,
     seed: int | None = None,
     slow_seconds: float = DEFAULT_SLOW_SECONDS,
     rate_limit: int = 0,
+    limit_code: int = CALL_LIMIT_EXCEEDED,
+    max_plates: int = DEFAULT_MAX_PLATES,
+    no_plate_share: float = NO_PLATE_SHARE,
+    no_plate_body: str = NO_PLATE_BODY_HEADER,
 ) -> web.Application:
     """Build the emulator application; its accounting is ``app[STATS_KEY]``.
 
     ``fault_rate`` of the calls that pass the credential check get one of the ``faults`` kinds
     (see ``emulator_faults``) instead of their answer, drawn from ``random.Random(seed)``.
-    ``rate_limit`` > 0 answers 4000006 to a call that would make more than that many admitted
-    calls within one second. Both are off by default.
+    ``rate_limit`` > 0 answers ``limit_code`` (4000006, or 5000503 as NHN's upstream does) to a
+    call that would make more than that many admitted calls within one second. Both are off by
+    default. ``no_plate_share`` and ``max_plates`` shape the answers (see ``synthetic_result``),
+    ``no_plate_body`` the 4000201 ones (see ``NO_PLATE_BODIES``).
     """
     low, high = latency
     if not 0 <= low <= high:
         raise ValueError(f"latency must be 0 <= low <= high, got {latency!r}")
     if not slow_seconds >= 0:
         raise ValueError(f"slow_seconds must be >= 0, got {slow_seconds!r}")
+    if limit_code not in LIMIT_CODES:
+        raise ValueError(f"limit_code must be one of {LIMIT_CODES}, got {limit_code!r}")
+    if not 1 <= max_plates <= MAX_PLATES_LIMIT:
+        raise ValueError(f"max_plates must be 1..{MAX_PLATES_LIMIT}, got {max_plates!r}")
+    if not 0 <= no_plate_share <= 1:
+        raise ValueError(f"no_plate_share must be between 0 and 1, got {no_plate_share!r}")
+    if no_plate_body not in NO_PLATE_BODIES:
+        raise ValueError(f"no_plate_body must be one of {NO_PLATE_BODIES}, got {no_plate_body!r}")
     app = web.Application(client_max_size=CLIENT_MAX_SIZE_BYTES)
     app[STATS_KEY] = EmulatorStats(record=record)
     endpoint = _VehiclePlateEndpoint(
@@ -405,8 +512,11 @@ def make_app(
         latency=(low, high),
         record=record,
         limiter=SlidingWindowLimiter(rate_limit),
+        limit_code=limit_code,
         injector=FaultInjector(fault_rate, faults, seed),
         slow_seconds=slow_seconds,
+        plates={"max_plates": max_plates, "no_plate_share": no_plate_share},
+        no_plate_body=no_plate_body,
     )
     app.router.add_post(ENDPOINT_PATH, endpoint.handle)
     app.router.add_get(STATS_PATH, _stats)
@@ -496,7 +606,35 @@ async def _serve(host: str, port: int, app_options: dict[str, Any]) -> None:
     default="0",
     show_default=True,
     callback=_parse_latency,
-    help="Seconds to wait before each answer: a fixed 0.1 or a uniform range 0.05-0.15.",
+    help="Seconds to wait before each answer: a fixed 0.1 or a uniform range, "
+    "e.g. --latency 0.4-1.2.",
+)
+@click.option(
+    "--no-plate-share",
+    type=click.FloatRange(0, 1),
+    metavar="SHARE",
+    default=NO_PLATE_SHARE,
+    show_default=True,
+    help="Share of images answered 4000201 (VEHICLE_PLATE_NOT_FOUND) instead of a plate, chosen "
+    "by their bytes so always the same images, e.g. --no-plate-share 0 for a plate on every one.",
+)
+@click.option(
+    "--no-plate-body",
+    type=click.Choice(NO_PLATE_BODIES),
+    metavar="BODY",
+    default=NO_PLATE_BODY_HEADER,
+    show_default=True,
+    help="A 4000201 answer's body: the header alone, as NHN's failures are, or also a result "
+    "with fileType, resolution and empty values and boxes, e.g. --no-plate-body result.",
+)
+@click.option(
+    "--max-plates",
+    type=click.IntRange(1, MAX_PLATES_LIMIT),
+    metavar="N",
+    default=DEFAULT_MAX_PLATES,
+    show_default=True,
+    help="Plates per image with a plate: 1 as NHN answers, or 1 to N chosen by the bytes, to "
+    "test the pairing of values[i] with boxes[i], e.g. --max-plates 3.",
 )
 @click.option(
     "--record/--no-record",
@@ -511,17 +649,22 @@ def emulator_command(
     app_key: str,
     secret_key: str,
     latency: tuple[float, float],
+    no_plate_share: float,
+    no_plate_body: str,
+    max_plates: int,
     record: bool,
     **fault_options: Any,
 ) -> None:
     """Serve the NHN Vehicle Plate OCR endpoint locally, for dry runs and tests.
 
     It does not read images: the plates it returns are synthetic, derived from the image bytes
-    (the same file always gets the same answer). Only the image size is read, for the boxes and
-    the resolution. Counters are at GET /_emulator/stats.
+    (the same file always gets the same answer). Like NHN it answers one plate at most, and
+    resultCode 4000201 (no plate found) for a share of images. Only the image size is read, for
+    the boxes and the resolution. Counters are at GET /_emulator/stats.
 
     For chaos and rate tests it can misbehave on purpose: --fault-rate replaces that fraction
-    of answers with faults, --rate-limit refuses calls above a call limit as NHN does.
+    of answers with faults, --rate-limit refuses calls above a call limit as NHN does (with
+    4000006, or 5000503 given --limit-code 5000503).
 
     \b
     Examples:
@@ -530,8 +673,16 @@ def emulator_command(
             -F 'image=@sample.png' -H 'Authorization: demo-secret-key'
         platepipe emulator --fault-rate 0.25 --rate-limit 40 --latency 0.05-0.15
         platepipe emulator --fault-rate 0.1 --faults http_502,drop,slow --slow-seconds 30 --seed 7
+        platepipe emulator --rate-limit 20 --limit-code 5000503 --latency 0.4-1.2
     """
     app_options = dict(
-        app_key=app_key, secret_key=secret_key, latency=latency, record=record, **fault_options
+        app_key=app_key,
+        secret_key=secret_key,
+        latency=latency,
+        no_plate_share=no_plate_share,
+        no_plate_body=no_plate_body,
+        max_plates=max_plates,
+        record=record,
+        **fault_options,
     )
     asyncio.run(_serve(host, port, app_options))

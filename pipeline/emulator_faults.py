@@ -5,17 +5,25 @@ key is never disguised as a fault or a refusal):
 
 - ``SlidingWindowLimiter.admit(now)``: is this call within the limit of N calls in the last
   second? A refused call is answered like the real service does when its limit is exceeded:
-  HTTP 200 with resultCode 4000006, and it does not count toward the window.
+  HTTP 200 with resultCode 4000006 (or, with ``limit_code``, 5000503
+  API_TEMPORARILY_UNAVAILABLE, what NHN answers when its own upstream limits it), and it does
+  not count toward the window.
 - ``FaultInjector.pick()``: does a fault replace this admitted call's answer, and which kind?
 
 A fault is one of these kinds (``FAULT_KINDS``):
 
-    5000001, -1, 4000006   the NHN JSON envelope, HTTP 200, isSuccessful false, that resultCode
+    5000001, -1, 4000006,  the NHN JSON envelope, HTTP 200, isSuccessful false, that resultCode
+    5000503, 5004001,      and NHN's resultMessage for it, no ``result``
+    5004002, 5004003
     http_502, http_503     a bare gateway error page
     http_429               a gateway's "too many requests" with Retry-After: 1
     bad_json               HTTP 200 whose body is cut-off JSON
     drop                   the connection is closed without any answer
     slow                   the real answer, but only after ``slow_seconds``
+
+Without a choice, every kind but 5004003 is drawn (``DEFAULT_FAULT_KINDS``): 5004003 (a plate
+seen but not read) is a final answer for the image, not a passing fault, so a chaos run that
+compares every image's stored plates with its real answer must not get it by chance.
 """
 
 from __future__ import annotations
@@ -29,7 +37,14 @@ from typing import Any
 import click
 from aiohttp import web
 
-JSON_FAULT_CODES = {"5000001": 5000001, "-1": -1, "4000006": 4000006}
+JSON_FAULT_CODES = {
+    code: int(code)
+    for code in ("5000001", "-1", "4000006", "5000503", "5004001", "5004002", "5004003")
+}
+RECOGNITION_FAIL = "5004003"
+# What a call past the rate limit is answered: API_CALL_LIMIT_EXCEEDED, or
+# API_TEMPORARILY_UNAVAILABLE as NHN answers when its upstream rate-limits.
+LIMIT_CODES = (4000006, 5000503)
 DROP = "drop"
 SLOW = "slow"
 BAD_JSON = "bad_json"
@@ -39,6 +54,7 @@ _GATEWAY_PAGES = {
     "http_429": (429, "Too Many Requests"),
 }
 FAULT_KINDS = (*JSON_FAULT_CODES, *_GATEWAY_PAGES, BAD_JSON, DROP, SLOW)
+DEFAULT_FAULT_KINDS = tuple(kind for kind in FAULT_KINDS if kind != RECOGNITION_FAIL)
 
 DEFAULT_SLOW_SECONDS = 5.0
 RETRY_AFTER_SECONDS = 1
@@ -72,7 +88,7 @@ class FaultInjector:
     def __init__(
         self,
         rate: float = 0.0,
-        kinds: str | Iterable[str] = FAULT_KINDS,
+        kinds: str | Iterable[str] = DEFAULT_FAULT_KINDS,
         seed: int | None = None,
     ) -> None:
         if not 0 <= rate <= 1:
@@ -163,7 +179,7 @@ def fault_response(request: web.Request, kind: str) -> web.Response:
 
 def _parse_faults(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[str, ...]:
     try:
-        return FAULT_KINDS if value is None else parse_fault_kinds(value)
+        return DEFAULT_FAULT_KINDS if value is None else parse_fault_kinds(value)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
 
@@ -182,12 +198,13 @@ def fault_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--faults",
             default=None,
-            show_default="all",
+            show_default="all but 5004003",
             callback=_parse_faults,
             help="Comma-separated fault kinds to pick from, e.g. --faults http_502,drop,slow. "
-            "5000001, -1, 4000006: that resultCode; http_502, http_503: a gateway error page; "
-            "http_429: with Retry-After: 1; bad_json: cut-off JSON; drop: close the connection "
-            "unanswered; slow: answer after --slow-seconds.",
+            "5000001, -1, 4000006, 5000503, 5004001, 5004002, 5004003: that resultCode with "
+            "NHN's message; http_502, http_503: a gateway error page; http_429: with "
+            "Retry-After: 1; bad_json: cut-off JSON; drop: close the connection unanswered; "
+            "slow: answer after --slow-seconds.",
         ),
         click.option(
             "--seed",
@@ -209,7 +226,18 @@ def fault_options(command: Callable[..., Any]) -> Callable[..., Any]:
             default=0,
             show_default=True,
             help="Calls admitted per sliding second; more get resultCode 4000006 "
-            "(API call limit exceeded), e.g. --rate-limit 40. 0 is no limit.",
+            "(API call limit exceeded) or --limit-code, e.g. --rate-limit 40. 0 is no limit.",
+        ),
+        click.option(
+            "--limit-code",
+            type=click.Choice([str(code) for code in LIMIT_CODES]),
+            metavar="CODE",
+            default=str(LIMIT_CODES[0]),
+            show_default=True,
+            callback=lambda ctx, param, value: int(value),
+            help="resultCode for calls past --rate-limit: 4000006 (API_CALL_LIMIT_EXCEEDED) or "
+            "5000503 (API_TEMPORARILY_UNAVAILABLE, NHN's upstream limiting), "
+            "e.g. --limit-code 5000503.",
         ),
     ]
     for option in reversed(options):  # the first listed is the first in --help

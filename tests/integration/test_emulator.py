@@ -24,11 +24,13 @@ from PIL import Image
 
 from pipeline.emulator import (
     MAX_IMAGE_BYTES,
+    NO_PLATE_SHARE,
     STATS_KEY,
     EmulatorStats,
     emulator_command,
     make_app,
     start_emulator,
+    synthetic_answer,
     synthetic_result,
 )
 from tests.support.corpus import make_corpus
@@ -100,19 +102,34 @@ def encode_image(path: Path, size: tuple[int, int], fmt: str, red: int = 0) -> b
     return path.read_bytes()
 
 
+def encode_image_with(
+    path: Path, size: tuple[int, int], fmt: str, *, plate: bool, **options: Any
+) -> bytes:
+    """The first variant of a plain image whose synthetic answer has a plate (or has none)."""
+    file_type = "png" if fmt == "PNG" else "jpg"
+    for red in range(256):
+        data = encode_image(path, size, fmt, red)
+        if bool(synthetic_result(data, *size, file_type, **options)["values"]) == plate:
+            return data
+    raise AssertionError(f"no {fmt} variant with plate={plate}")
+
+
 @pytest.fixture
 def jpeg_hd(tmp_path: Path) -> bytes:
-    """A 1280x720 JPEG whose synthetic answer has at least one plate."""
-    for red in range(256):
-        data = encode_image(tmp_path / "hd.jpg", (1280, 720), "JPEG", red)
-        if synthetic_result(data, 1280, 720, "jpg")["values"]:
-            return data
-    raise AssertionError("no JPEG variant with plates")
+    """A 1280x720 JPEG whose synthetic answer has a plate."""
+    return encode_image_with(tmp_path / "hd.jpg", (1280, 720), "JPEG", plate=True)
 
 
 @pytest.fixture
 def png_small(tmp_path: Path) -> bytes:
-    return encode_image(tmp_path / "small.png", (320, 240), "PNG")
+    """A 320x240 PNG whose synthetic answer has a plate."""
+    return encode_image_with(tmp_path / "small.png", (320, 240), "PNG", plate=True)
+
+
+@pytest.fixture
+def png_plateless(tmp_path: Path) -> bytes:
+    """A 320x240 PNG the emulator answers 4000201 VEHICLE_PLATE_NOT_FOUND."""
+    return encode_image_with(tmp_path / "none.png", (320, 240), "PNG", plate=False)
 
 
 def code(answer: dict[str, Any]) -> int:
@@ -126,13 +143,97 @@ async def test_success_is_deterministic_and_matches_synthetic_result(
     assert first["header"] == {"isSuccessful": True, "resultCode": 0, "resultMessage": "SUCCESS"}
     assert first["result"] == synthetic_result(jpeg_hd, 1280, 720, "jpg")
     assert first["result"]["resolution"] == "normal"
-    assert len(first["result"]["values"]) == len(first["result"]["boxes"]) >= 1
+    assert len(first["result"]["values"]) == len(first["result"]["boxes"]) == 1
     assert await post(jpeg_hd) == first
 
     small = await post(png_small)
     assert small["result"] == synthetic_result(png_small, 320, 240, "png")
     assert small["result"]["fileType"] == "png"
     assert small["result"]["resolution"] == "low"
+
+
+NOT_FOUND_ANSWER = {
+    "header": {
+        "isSuccessful": False,
+        "resultCode": 4000201,
+        "resultMessage": "Vehicle plate not found in the image.",
+    }
+}
+
+
+async def test_an_image_without_a_plate_is_4000201_with_no_result(
+    emulator: tuple[str, EmulatorStats], post: Post, png_plateless: bytes
+) -> None:
+    _, stats = emulator
+    answer = await post(png_plateless)
+    assert answer == NOT_FOUND_ANSWER
+    assert await post(png_plateless) == answer  # the same image, the same answer
+    assert answer == synthetic_answer(png_plateless, 320, 240, "png")
+    assert stats.by_code == {4000201: 2}
+    # The image's own answer is recorded, as a success is: it is what a client must store.
+    assert stats.answers == {hashlib.sha256(png_plateless).hexdigest(): answer}
+
+
+async def test_a_4000201_answer_can_carry_an_empty_result_on_request(
+    emulator_factory: StartEmulator, send: Send, png_plateless: bytes
+) -> None:
+    url, stats = await emulator_factory(no_plate_body="result")
+    answer = json.loads((await send(url, png_plateless)).body)
+    assert answer == {
+        **NOT_FOUND_ANSWER,
+        "result": {"fileType": "png", "values": [], "boxes": [], "resolution": "low"},
+    }
+    assert answer == synthetic_answer(png_plateless, 320, 240, "png", no_plate_body="result")
+    assert stats.answers == {hashlib.sha256(png_plateless).hexdigest(): answer}
+
+
+def plain_images(count: int) -> list[bytes]:
+    """``count`` distinct small PNGs, each one colour."""
+    images = []
+    for n in range(count):
+        out = io.BytesIO()
+        Image.new("RGB", (16, 12), (n % 256, n // 256, 77)).save(out, "PNG")
+        images.append(out.getvalue())
+    return images
+
+
+@pytest.mark.parametrize("share", [None, 0.0, 0.5, 1.0])
+async def test_the_no_plate_share_is_deterministic_and_near_the_setting(
+    emulator_factory: StartEmulator, send: Send, share: float | None
+) -> None:
+    options = {} if share is None else {"no_plate_share": share}
+    expected_share = NO_PLATE_SHARE if share is None else share
+    url, stats = await emulator_factory(**options)
+    images = plain_images(400)
+    codes = [(await send(url, data)).code() for data in images]
+    assert set(codes) <= {0, 4000201}
+    # Binomial(400, share): within 5 standard deviations (at most 50 images).
+    spread = 5 * (400 * expected_share * (1 - expected_share)) ** 0.5
+    assert abs(codes.count(4000201) - 400 * expected_share) <= spread, codes.count(4000201)
+    for data, got in zip(images[:40], codes[:40], strict=True):
+        assert (await send(url, data)).code() == got  # fixed by the bytes, call after call
+    assert stats.by_code == Counter(codes) + Counter(codes[:40])
+    for data in images:
+        answer = stats.answers[hashlib.sha256(data).hexdigest()]
+        assert answer == synthetic_answer(data, 16, 12, "png", **options)
+        assert len(answer.get("result", {}).get("values", [])) == (
+            answer["header"]["resultCode"] == 0
+        )
+
+
+async def test_several_plates_on_request_pair_values_with_boxes(
+    emulator_factory: StartEmulator, send: Send
+) -> None:
+    url, stats = await emulator_factory(max_plates=3, no_plate_share=0)
+    counts: Counter[int] = Counter()
+    for data in plain_images(60):
+        answer = json.loads((await send(url, data)).body)
+        assert answer == synthetic_answer(data, 16, 12, "png", max_plates=3, no_plate_share=0)
+        result = answer["result"]
+        assert len(result["values"]) == len(result["boxes"])
+        counts[len(result["values"])] += 1
+    assert set(counts) == {1, 2, 3}, counts
+    assert stats.by_code == {0: 60}
 
 
 @pytest.mark.parametrize(
@@ -282,9 +383,13 @@ def test_help_explains_the_emulator_and_hides_the_secret() -> None:
     assert "platepipe emulator --port 8089 --latency 0.05-0.15" in result.output
     chaos_example = "platepipe emulator --fault-rate 0.25 --rate-limit 40 --latency 0.05-0.15"
     assert chaos_example in result.output
-    for option in ("--fault-rate", "--faults", "--seed", "--slow-seconds", "--rate-limit"):
+    options = ("--fault-rate", "--faults", "--seed", "--slow-seconds", "--rate-limit")
+    options += ("--limit-code", "--no-plate-share", "--no-plate-body", "--max-plates", "--latency")
+    for option in options:
         help_text = result.output.split(f"\n  {option} ", 1)[1].split("\n  -")[0]
         assert f"e.g. {option} " in " ".join(help_text.split()), option
+    assert "4000201" in result.output and "one plate at most" in result.output
+    assert "5000503, 5004001, 5004002, 5004003" in " ".join(result.output.split())
     assert SECRET_KEY not in result.output
     # The demo key is in the curl example on purpose, but never as the option's default.
     options = result.output.split("Options:")[1]
@@ -401,9 +506,17 @@ def success_answer(data: bytes, size: tuple[int, int], file_type: str) -> dict[s
 @pytest.mark.parametrize(
     ("kind", "expected", "message"),
     [
-        ("5000001", 5000001, "internal server error"),
-        ("-1", -1, "unknown error"),
+        ("5000001", 5000001, "Internal Api fail."),
+        ("-1", -1, "Unknown error."),
         ("4000006", 4000006, "API call limit exceeded"),
+        (
+            "5000503",
+            5000503,
+            "The API you requested is temporarily unavailable. Please try again later.",
+        ),
+        ("5004001", 5004001, "Vehicle Plate OCR Api fail."),
+        ("5004002", 5004002, "Vehicle Plate OCR Api returned empty body."),
+        ("5004003", 5004003, "Vehicle Plate OCR failed to recognize the vehicle plate."),
     ],
 )
 async def test_result_code_faults(
@@ -560,10 +673,37 @@ async def test_rate_limit_admits_n_per_sliding_second(
     assert served["faults"] == {}
 
 
+async def test_the_rate_limit_can_answer_5000503_like_nhns_upstream(
+    emulator_factory: StartEmulator, send: Send, png_small: bytes
+) -> None:
+    url, stats = await emulator_factory(rate_limit=5, limit_code=5000503)
+    burst = await asyncio.gather(*(send(url, png_small) for _ in range(12)))
+    assert sorted(wire.code() for wire in burst) == [0] * 5 + [5000503] * 7
+    refused = next(json.loads(w.body) for w in burst if w.code() == 5000503)
+    message = "The API you requested is temporarily unavailable. Please try again later."
+    assert refused == {
+        "header": {"isSuccessful": False, "resultCode": 5000503, "resultMessage": message}
+    }
+    assert stats.rate_limited == 7 and stats.faults == {}
+    assert stats.by_code == {0: 5, 5000503: 7}
+    assert sum(stats.admitted_per_second) == 5
+
+
+async def test_default_faults_draw_the_new_codes_but_not_5004003(
+    emulator_factory: StartEmulator, send: Send, png_small: bytes
+) -> None:
+    url, stats = await emulator_factory(fault_rate=1, seed=5, slow_seconds=0)
+    for _ in range(300):
+        with contextlib.suppress(aiohttp.ClientConnectionError):  # a "drop"
+            await send(url, png_small)
+    assert {"5000503", "5004001", "5004002"} <= set(stats.faults)
+    assert "5004003" not in stats.faults and 5004003 not in stats.by_code
+
+
 async def test_a_fault_never_replaces_the_recorded_answer(
     emulator_factory: StartEmulator, send: Send, png_small: bytes, jpeg_hd: bytes
 ) -> None:
-    faults = "5000001,-1,4000006,http_502,bad_json"
+    faults = "5000001,-1,4000006,5000503,5004003,http_502,bad_json"
     url, stats = await emulator_factory(fault_rate=0.5, faults=faults, seed=11)
     for _ in range(40):
         await send(url, png_small)
@@ -598,10 +738,10 @@ async def test_every_corpus_image_is_still_accepted(post: Post, tmp_path: Path) 
     for path in corpus.images:
         data = path.read_bytes()
         with Image.open(path) as image:
-            expected = synthetic_result(
+            expected = synthetic_answer(
                 data, *image.size, "png" if image.format == "PNG" else "jpg"
             )
-        assert (await post(data))["result"] == expected, path
+        assert await post(data) == expected, path
 
 
 @pytest.mark.parametrize(
@@ -613,6 +753,10 @@ async def test_every_corpus_image_is_still_accepted(post: Post, tmp_path: Path) 
         (["--fault-rate", "1.5"], "--fault-rate"),
         (["--rate-limit", "-1"], "--rate-limit"),
         (["--slow-seconds", "-1"], "--slow-seconds"),
+        (["--limit-code", "429"], "--limit-code"),
+        (["--no-plate-share", "1.5"], "--no-plate-share"),
+        (["--max-plates", "0"], "--max-plates"),
+        (["--no-plate-body", "empty"], "--no-plate-body"),
         (["--faults", "-1,drop", "--port", "70000"], "--port"),  # -1 is a kind, not an option
     ],
 )
@@ -624,7 +768,16 @@ def test_bad_chaos_options_are_usage_errors(args: list[str], option: str) -> Non
 
 @pytest.mark.parametrize(
     "options",
-    [{"fault_rate": 1.5}, {"faults": "nonsense"}, {"rate_limit": -1}, {"slow_seconds": -0.1}],
+    [
+        {"fault_rate": 1.5},
+        {"faults": "nonsense"},
+        {"rate_limit": -1},
+        {"slow_seconds": -0.1},
+        {"limit_code": 4000005},
+        {"no_plate_share": -0.1},
+        {"max_plates": 0},
+        {"no_plate_body": "empty"},
+    ],
 )
 def test_make_app_refuses_bad_chaos_options(options: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
@@ -642,3 +795,23 @@ async def test_command_options_reach_the_server(
             served = await response.json()
     assert served["faults"] == {"http_503": 1} and served["rate_limited"] == 1
     assert served["calls"] == 2 and sum(served["admitted_per_second"]) == 1
+
+
+async def test_plate_options_reach_the_server(
+    tmp_path: Path, session: aiohttp.ClientSession, send: Send
+) -> None:
+    images = plain_images(30)
+    options = ["--no-plate-share", "0", "--max-plates", "3", "--rate-limit", "100"]
+    options += ["--limit-code", "5000503", "--latency", "0.01-0.02"]
+    async with serve_command(tmp_path, *options) as (_, url, _):
+        for data in images:
+            answer = json.loads((await send(url, data)).body)
+            assert answer == synthetic_answer(data, 16, 12, "png", max_plates=3, no_plate_share=0)
+        refused = await asyncio.gather(*(send(url, images[0]) for _ in range(100)))
+        assert 5000503 in {wire.code() for wire in refused}
+        async with session.get(f"{url}/_emulator/stats") as response:
+            served = await response.json()
+    # Some of the first 30 calls may have left the sliding second before the burst.
+    assert served["by_code"].keys() == {"0", "5000503"}  # no 4000201 at share 0
+    assert served["rate_limited"] == served["by_code"]["5000503"] > 0
+    assert served["calls"] == served["by_code"]["0"] + served["by_code"]["5000503"] == 130

@@ -8,14 +8,13 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import asyncpg
 
-from tests.conftest import APP_KEY, Emulator
+from tests.conftest import APP_KEY, Emulator, emulator_argv
 from tests.support.cli import platepipe, start_platepipe
 from tests.support.corpus import make_corpus, make_image, sha256_file
 from tests.support.db import query
@@ -113,7 +112,7 @@ def test_an_outage_is_waited_out_and_the_run_completes(
     )
     time.sleep(4)  # the API is down: the breaker opens and probes
     emulator = subprocess.Popen(
-        [sys.executable, "-m", "pipeline", "emulator", "--port", str(port), "--record"],
+        emulator_argv("--port", str(port), "--record"),
         stdout=subprocess.PIPE,
         text=True,
         env={**env, "NHN_OCR_APP_KEY": APP_KEY, "NHN_OCR_SECRET_KEY": secret_key},

@@ -12,10 +12,17 @@ BOX_KEYS = ("x1", "y1", "x2", "y2", "x3", "y3", "x4", "y4")
 
 
 def expected_reads(images: tuple[Path, ...], answers: dict[str, Any]) -> dict[str, list[tuple]]:
-    """path -> [(value, conf, x1..y4, resolution, file_type)] as the emulator answered them."""
+    """path -> [(value, conf, x1..y4, resolution, file_type)] as the emulator answered them.
+
+    ``answers`` is the emulator's stats: each image's own answer, its plates or 4000201 (no
+    ``result``), which gives the image no read. An image the emulator never answered is a KeyError.
+    """
     expected = {}
     for path in images:
-        result = answers[sha256_file(path)]["result"]
+        result = answers[sha256_file(path)].get("result")
+        if result is None:  # 4000201: no plate, no row in plate_reads
+            expected[str(path)] = []
+            continue
         expected[str(path)] = [
             (
                 value["value"],

@@ -3,6 +3,7 @@ per-second accounting and fault draws behind its chaos options (pipeline/emulato
 
 from __future__ import annotations
 
+import itertools
 import random
 import re
 from collections import Counter
@@ -21,28 +22,75 @@ from pipeline.emulator_faults import (
 PLATE_RE = re.compile(r"^\d{2,3}[가-힣]\d{4}$")
 
 
-def test_synthetic_results_look_like_plates_inside_the_image() -> None:
+def _check_plates(result: dict, width: int, height: int) -> None:
+    assert len(result["values"]) == len(result["boxes"])
+    for value in result["values"]:
+        assert PLATE_RE.match(value["value"]), value
+        assert re.sub(r"\d", "", value["value"]) in PLATE_SYLLABLES
+        assert 0.30 <= value["conf"] <= 0.99
+        assert round(value["conf"], 4) == value["conf"]
+    for box in result["boxes"]:
+        assert all(isinstance(v, int) for v in box.values())
+        for corner in (1, 2, 3, 4):
+            assert 0 <= box[f"x{corner}"] < width and 0 <= box[f"y{corner}"] < height
+        assert box["x1"] == box["x4"] <= box["x2"] == box["x3"]
+        assert box["y1"] <= box["y4"] and box["y2"] <= box["y3"]
+
+
+def test_one_plate_at_most_and_a_quarter_without_by_default() -> None:
     rng = random.Random(7)
-    counts = [0] * 4
+    counts: Counter[int] = Counter()
     for _ in range(2000):
         data = rng.randbytes(rng.randrange(1, 64))
         width, height = rng.randrange(1, 4000), rng.randrange(1, 4000)
         result = synthetic_result(data, width, height, "png")
         assert result == synthetic_result(data, width, height, "png")
-        assert len(result["values"]) == len(result["boxes"])
+        _check_plates(result, width, height)
         counts[len(result["values"])] += 1
-        for value in result["values"]:
-            assert PLATE_RE.match(value["value"]), value
-            assert re.sub(r"\d", "", value["value"]) in PLATE_SYLLABLES
-            assert 0.30 <= value["conf"] <= 0.99
-            assert round(value["conf"], 4) == value["conf"]
-        for box in result["boxes"]:
-            assert all(isinstance(v, int) for v in box.values())
-            for corner in (1, 2, 3, 4):
-                assert 0 <= box[f"x{corner}"] < width and 0 <= box[f"y{corner}"] < height
-            assert box["x1"] == box["x4"] <= box["x2"] == box["x3"]
-            assert box["y1"] <= box["y4"] and box["y2"] <= box["y3"]
-    assert all(350 < n < 650 for n in counts), counts  # about a quarter each, none included
+    assert set(counts) == {0, 1}, counts
+    assert 400 < counts[0] < 600, counts  # NO_PLATE_SHARE of 2000, give or take
+
+
+def _plateless(images: list[bytes], share: float) -> list[bytes]:
+    return [
+        data
+        for data in images
+        if not synthetic_result(data, 640, 480, "jpg", no_plate_share=share)["values"]
+    ]
+
+
+@pytest.mark.parametrize("share", [0.0, 0.1, 0.25, 0.6, 1.0])
+def test_the_no_plate_share_is_deterministic_and_near_the_setting(share: float) -> None:
+    rng = random.Random(11)
+    images = [rng.randbytes(48) for _ in range(400)]
+    plateless = _plateless(images, share)
+    assert _plateless(images, share) == plateless
+    # Binomial(400, share): within 5 standard deviations (at most 50 images).
+    assert abs(len(plateless) - 400 * share) <= 5 * (400 * share * (1 - share)) ** 0.5, share
+    # A lower share only gives plates to more images; those with plates keep the same ones.
+    assert set(_plateless(images, share / 2)) <= set(plateless)
+    for data in set(images) - set(plateless):
+        plates = synthetic_result(data, 640, 480, "jpg", no_plate_share=share)
+        assert plates == synthetic_result(data, 640, 480, "jpg", no_plate_share=0)
+
+
+def test_several_plates_on_request_pair_values_with_boxes() -> None:
+    rng = random.Random(5)
+    counts: Counter[int] = Counter()
+    for _ in range(600):
+        data = rng.randbytes(32)
+        one = synthetic_result(data, 1920, 1080, "jpg")
+        several = synthetic_result(data, 1920, 1080, "jpg", max_plates=3)
+        _check_plates(several, 1920, 1080)
+        counts[len(several["values"])] += 1
+        # The same images have no plate, and the first plate is the one NHN-like answers give.
+        assert bool(one["values"]) == bool(several["values"])
+        assert one["values"][:1] == several["values"][:1]
+        # Plates side by side: each box in its own strip, left to right, never overlapping.
+        xs = [(box["x1"], box["x2"]) for box in several["boxes"]]
+        assert all(a[1] <= b[0] for a, b in itertools.pairwise(xs)), xs
+    assert set(counts) == {0, 1, 2, 3}, counts
+    assert all(100 < counts[n] < 200 for n in (1, 2, 3)), counts  # a third of 450 each
 
 
 @pytest.mark.parametrize(
