@@ -16,9 +16,6 @@ from pipeline.store import Store
 
 DEMO_APP_KEY = "demo-app-key"
 DEMO_SECRET_KEY = "demo-secret-key"
-# Every sample frame gets a plate until the pipeline takes 4000201 (no plate) as done (issue 9);
-# then None, for the emulator's live-like default (a quarter of frames without a plate).
-DEMO_NO_PLATE_SHARE: float | None = 0.0
 CAMERAS = ("gate-north", "gate-south", "parking P2")
 SAMPLE_QUERY = """
 SELECT value, conf, resolution, path
@@ -55,8 +52,7 @@ async def run_demo(workdir: str, image_count: int) -> int:
         click.echo(f"making {image_count} sample images in {images}")
         make_sample_images(images, image_count)
     db_url = f"sqlite:///{base / 'demo.db'}"
-    plates = {} if DEMO_NO_PLATE_SHARE is None else {"no_plate_share": DEMO_NO_PLATE_SHARE}
-    runner, url = await start_emulator(app_key=DEMO_APP_KEY, secret_key=DEMO_SECRET_KEY, **plates)
+    runner, url = await start_emulator(app_key=DEMO_APP_KEY, secret_key=DEMO_SECRET_KEY)
     click.echo(f"emulator (synthetic answers, no real recognition) on {url}")
     settings = RunSettings(
         job="demo",

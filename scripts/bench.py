@@ -68,9 +68,6 @@ RESUME_RATE_PER_S = 100
 FILES_PER_FOLDER = 500
 FOLDERS_PER_PARENT = 50
 EMULATOR_START_S = 30.0
-# The emulator's --no-plate-share: "0" (a plate on every image) until the pipeline takes 4000201
-# as done without a plate (issue 9); then None, for its live-like default.
-BENCH_NO_PLATE_SHARE: str | None = "0"
 STATS_POLL_S = 0.005
 STATUS_REPEATS = 5
 SAFETY_FACTOR = 10  # a run may take this many times its expected time before it is killed
@@ -448,8 +445,6 @@ class Bench:
         log = self.path("emulator.out")
         args = ["--host", LOOPBACK, "--port", "0", "--latency", latency]
         args += ["--rate-limit", str(rate_limit)]
-        if BENCH_NO_PLATE_SHARE is not None:
-            args += ["--no-plate-share", BENCH_NO_PLATE_SHARE]
         with open(log, "wb") as out:
             process = subprocess.Popen(
                 [PYTHON, "-m", "pipeline", "emulator", *args],

@@ -24,11 +24,6 @@ POSTGRES_URL_ENV = "PLATEPIPE_TEST_POSTGRES_URL"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 APP_KEY = "test-app-key"
 EMULATOR_START_TIMEOUT_S = 20
-# The emulator answers a quarter of images 4000201 (no plate), as the live service would. Until
-# the pipeline takes 4000201 as done without a plate (issue 9), start_emulator gives every
-# image a plate unless a test sets --no-plate-share itself. Then set this to None: the
-# emulator's own, live-like default applies to every test.
-FIXTURE_NO_PLATE_SHARE: str | None = "0"
 
 
 def _postgres_unavailable(reason: str) -> None:
@@ -91,9 +86,8 @@ def secret_key() -> str:
 
 
 def emulator_argv(*options: str) -> list[str]:
-    """`platepipe emulator` with these options, and FIXTURE_NO_PLATE_SHARE unless they set one."""
-    if FIXTURE_NO_PLATE_SHARE is not None and "--no-plate-share" not in options:
-        options = ("--no-plate-share", FIXTURE_NO_PLATE_SHARE, *options)
+    """`platepipe emulator` with these options: by default it answers like the live service,
+    a quarter of images without a plate (4000201)."""
     return [sys.executable, "-m", "pipeline", "emulator", *options]
 
 
