@@ -170,6 +170,16 @@ class PendingState:
 
 
 @dataclass(frozen=True, slots=True)
+class LiveWorker:
+    """A process registered on a job and alive, as `status` shows it."""
+
+    host: str
+    pid: int
+    kind: str  # run | work
+    heartbeat_age_s: float
+
+
+@dataclass(frozen=True, slots=True)
 class JobSummary:
     name: str
     counts: dict[str, int]  # status -> items
@@ -178,18 +188,36 @@ class JobSummary:
     created_at: datetime
     last_activity: datetime | None
     calls_per_s: float = 0.0  # over the last RATE_WINDOW_S, across every process of the job
+    halted: str | None = None  # why a fatal answer halted the job, until the next start
+    workers: tuple[LiveWorker, ...] = ()  # the live processes working on it
 
     @property
     def total(self) -> int:
         return sum(self.counts.values())
 
     @property
+    def live(self) -> bool:
+        return bool(self.workers)
+
+    @property
+    def left(self) -> int:
+        return self.counts["pending"] + self.counts["running"]
+
+    @property
+    def orphaned(self) -> int:
+        """Items left `running` by a process that is gone: pending again at the next start.
+        (With live workers, theirs are in flight; a dead peer's go back within a second.)"""
+        return 0 if self.live else self.counts["running"]
+
+    @property
     def eta_s(self) -> float | None:
-        """Seconds until the pending items are through, at the recent rate."""
-        left = self.counts["pending"] + self.counts["running"]
-        if not left:
+        """Seconds until the pending items are through, at the recent rate; None when
+        nothing is running (no rate to go by) or the rate is unknown."""
+        if not self.left:
             return 0.0
-        return left / self.calls_per_s if self.calls_per_s > 0 else None
+        if not self.live or self.calls_per_s <= 0:
+            return None
+        return self.left / self.calls_per_s
 
 
 async def _touch(connection: AsyncConnection, job: Job, now: datetime, *, calls: int = 0) -> None:
@@ -381,6 +409,29 @@ class Store:
     async def unregister_worker(self, worker_id: str) -> None:
         async with self._begin() as connection:
             await connection.execute(delete(workers).where(workers.c.id == worker_id))
+
+    @_retried
+    async def live_workers(self, job: Job) -> list[LiveWorker]:
+        """The job's registered processes that are alive, read only (the dead are left for
+        the next worker to clear)."""
+        async with self._begin(writes=False) as connection:
+            return (await self._live_workers(connection, [job.id])).get(job.id, [])
+
+    async def _live_workers(
+        self, connection: AsyncConnection, job_ids: Sequence[int]
+    ) -> dict[int, list[LiveWorker]]:
+        host, now = socket.gethostname(), utcnow()
+        rows = (
+            await connection.execute(
+                select(workers).where(workers.c.job_id.in_(job_ids)).order_by(workers.c.started_at)
+            )
+        ).all()
+        live: dict[int, list[LiveWorker]] = {}
+        for row in rows:
+            if not _is_dead(row, host, now):
+                age = max((now - row.heartbeat_at).total_seconds(), 0.0)
+                live.setdefault(row.job_id, []).append(LiveWorker(row.host, row.pid, row.kind, age))
+        return live
 
     @_retried
     async def reclaim_orphans(self, job: Job) -> int:
@@ -623,7 +674,12 @@ class Store:
             job_rows = (
                 await connection.execute(
                     select(
-                        jobs.c.id, jobs.c.name, jobs.c.created_at, jobs.c.updated_at, jobs.c.calls
+                        jobs.c.id,
+                        jobs.c.name,
+                        jobs.c.created_at,
+                        jobs.c.updated_at,
+                        jobs.c.calls,
+                        jobs.c.halted,
                     )
                     .where(*job_filter)
                     .order_by(jobs.c.id)
@@ -644,6 +700,7 @@ class Store:
                     .group_by(items.c.job_id, items.c.error_code)
                 )
             ).all()
+            live = await self._live_workers(connection, job_ids)
             now = utcnow()
             recent = {
                 job_id: (calls, first)
@@ -662,6 +719,7 @@ class Store:
                 job_counts,
                 [c[1:] for c in codes if c[0] == job_row.id],
                 _rate(*recent.get(job_row.id, (0, None)), now),
+                tuple(live.get(job_row.id, ())),
             )
             for job_row, job_counts in zip(job_rows, counts, strict=True)
         ]
@@ -720,6 +778,34 @@ class Store:
             .where(items.c.job_id == job.id)
             .order_by(plates.c.item_id, plates.c.idx)
         )
+        async with self._begin(writes=False) as connection:
+            rows = await connection.stream(statement.execution_options(yield_per=EXPORT_CHUNK))
+            async for row in rows:
+                yield row
+
+    async def job_items(
+        self, job: Job, statuses: Sequence[str] = (), codes: Sequence[str] = ()
+    ) -> AsyncIterator[Any]:
+        """The job's items (only those in `statuses`, with `codes`, when given) with their
+        reasons, streamed in path order: what `platepipe items` lists."""
+        statement = (
+            select(
+                items.c.path,
+                items.c.status,
+                items.c.attempts,
+                items.c.error_code,
+                items.c.error_message,
+                items.c.camera,
+                items.c.captured_at,
+                items.c.updated_at,
+            )
+            .where(items.c.job_id == job.id)
+            .order_by(items.c.path)
+        )
+        if statuses:
+            statement = statement.where(items.c.status.in_(statuses))
+        if codes:
+            statement = statement.where(items.c.error_code.in_(codes))
         async with self._begin(writes=False) as connection:
             rows = await connection.stream(statement.execution_options(yield_per=EXPORT_CHUNK))
             async for row in rows:
@@ -891,6 +977,7 @@ def _summary(
     counts: Sequence[tuple[str, int]],
     codes: Sequence[tuple[str, int]],
     calls_per_s: float,
+    live: tuple[LiveWorker, ...],
 ) -> JobSummary:
     by_status = dict.fromkeys(STATUSES, 0)
     by_status.update(counts)
@@ -902,7 +989,9 @@ def _summary(
         job_row.created_at,
         job_row.updated_at,
         calls_per_s,
+        job_row.halted,
+        live,
     )
 
 
-__all__ = ["ClaimedItem", "Job", "JobSummary", "Store", "utcnow"]
+__all__ = ["ClaimedItem", "Job", "JobSummary", "LiveWorker", "Store", "utcnow"]
