@@ -151,6 +151,13 @@ scan_options = options(
         help="Regex with named groups camera, date, time, searched in each path, e.g. "
         r"'/(?P<camera>cam\d+)/(?P<date>\d{8})_(?P<time>\d{6})'. Else EXIF, else mtime.",
     ),
+    click.option(
+        "--min-age",
+        type=Duration(),
+        default=default("min_age"),
+        help="Leave files modified less than this long ago (e.g. 10m, 90s) for the next run: "
+        "a camera may still be writing them.",
+    ),
 )
 
 call_options = options(
@@ -372,6 +379,7 @@ SETTING_FIELDS = {
     "include": "include",
     "exclude": "exclude",
     "capture_pattern": "capture_pattern",
+    "min_age": "min_age_s",
     "rate": "rate_per_s",
     "concurrency": "concurrency",
     "max_attempts": "max_attempts",
@@ -468,6 +476,10 @@ def scan(job: str, roots: tuple[str, ...], **values: Any) -> None:
         finally:
             await store.close()
         click.echo(f"job {job}: {stats.files} files found, {stats.queued} queued (new or changed)")
+        if stats.too_recent:
+            click.echo(f"{stats.too_recent} files modified within --min-age left for the next scan")
+        if stats.recaptured:
+            click.echo(f"camera or capture time taken from the path for {stats.recaptured} items")
 
     run_async(body())
 

@@ -83,6 +83,7 @@ class RunSettings:
     max_requests: int | None = None  # the run's cost cap, in calls
     max_outage_s: float = DEFAULT_MAX_OUTAGE_S
     capture_pattern: str | None = None  # regex with named groups camera, date, time
+    min_age_s: float = 0.0  # files modified more recently are left for the next run
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,7 @@ SETTINGS: dict[str, Setting] = {
     "exclude": Setting([], list, RUN),
     "progress_every": Setting(DEFAULT_PROGRESS_EVERY_S, float, RUN),
     "capture_pattern": Setting("", str, RUN),
+    "min_age": Setting(0.0, float, RUN),
     "log_json": Setting(False, bool, ("",)),  # "": the group's own option
 }
 

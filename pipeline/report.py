@@ -76,6 +76,15 @@ def format_report(report: Any) -> str:
         f"this run: scanned {report.scan.files} files, {pool.calls} calls "
         f"({pool.retries} retried) in {elapsed:.1f}s, {rate:.1f} calls/s",
     ]
+    if report.scan.recaptured:
+        lines.append(
+            f"  camera or capture time taken from the path for {report.scan.recaptured} "
+            "items already known (no call)"
+        )
+    if report.scan.too_recent:
+        lines.append(
+            f"  left for the next run: {report.scan.too_recent} files modified within --min-age"
+        )
     if report.scan.unreadable_dirs:
         lines.append(f"  not scanned: {report.scan.unreadable_dirs} folders could not be listed")
     if report.stopped_by and not report.fatal:

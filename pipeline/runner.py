@@ -138,7 +138,7 @@ async def scan_job(settings: RunSettings, store: Store) -> ScanStats:
     stats = ScanStats()
     keep = Filter(settings.include, settings.exclude)
     capture = PathPattern.parse(settings.capture_pattern)
-    await scan_into(store, job, settings.roots, keep, stats, capture)
+    await scan_into(store, job, settings.roots, keep, stats, capture, min_age_s=settings.min_age_s)
     return stats
 
 
@@ -283,7 +283,14 @@ async def _scan(run: _Run) -> None:
     capture = PathPattern.parse(run.settings.capture_pattern)
     try:
         await scan_into(
-            run.store, run.job, run.settings.roots, keep, run.scan, capture, run.wake.set
+            run.store,
+            run.job,
+            run.settings.roots,
+            keep,
+            run.scan,
+            capture,
+            run.wake.set,
+            run.settings.min_age_s,
         )
     finally:
         run.scan.finished = True

@@ -134,6 +134,48 @@ _REQUEUE = (
 
 
 @dataclass(frozen=True, slots=True)
+class KnownFile:
+    """What a job recorded of a file when it was last scanned."""
+
+    status: str
+    size: int
+    mtime: float
+
+
+def requeues(known: KnownFile, found: Found) -> bool:
+    """A rescan queues a known file again when it changed (size or mtime) since, unless it
+    is in flight: one rule for `add_items` and the dry run that predicts it."""
+    return (known.size != found.size or known.mtime != found.mtime) and known.status != "running"
+
+
+def _recaptures(found: Found, camera: str | None, captured_at: datetime | None) -> bool:
+    """The path pattern tells something the item does not hold yet."""
+    return (found.camera is not None and found.camera != camera) or (
+        found.captured_at is not None and found.captured_at != captured_at
+    )
+
+
+# A later --capture-pattern re-dates items already known, at no call: what it finds wins.
+_RECAPTURE = (
+    update(items)
+    .where(items.c.id == bindparam("item_id"))
+    .values(
+        camera=func.coalesce(bindparam("new_camera", type_=Text), items.c.camera),
+        captured_at=func.coalesce(
+            bindparam("new_captured_at", type_=items.c.captured_at.type), items.c.captured_at
+        ),
+        updated_at=bindparam("now"),
+    )
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Added:
+    queued: int  # new, or changed since last seen
+    recaptured: int  # known, and given a camera or capture time by the path pattern
+
+
+@dataclass(frozen=True, slots=True)
 class Job:
     id: int
     name: str
@@ -454,20 +496,26 @@ class Store:
 
     # -- the queue ----------------------------------------------------------------------------
 
-    @_retried
     async def add_items(self, job: Job, found: Sequence[Found]) -> int:
-        """Enqueue found files; the number queued (new, or changed since they were seen).
+        """Enqueue found files; the number queued (new, or changed since they were seen)."""
+        return (await self.add_found(job, found)).queued
+
+    @_retried
+    async def add_found(self, job: Job, found: Sequence[Found]) -> Added:
+        """Enqueue found files: how many were queued (new, or changed since they were seen)
+        and how many known items took a camera or capture time from the path pattern.
 
         A path already in the job keeps its state, unless the file changed (size or mtime)
         since: then it is queued again and its old reads, which describe the old file, go.
-        An item in flight is left alone.
+        An item in flight is left alone. An unchanged item takes the camera and capture time
+        the pattern now finds in its path, if they differ: re-dated at no call.
 
         Set-wise, never a statement per file: new paths go in by one executemany; only when
         some were known already (a rescan) are those rows looked up through the (job, path)
         index, to find the changed ones and requeue them by id.
         """
         if not found:
-            return 0
+            return Added(0, 0)
         now = utcnow()
         new = {f.path: f for f in found}  # a path twice in one batch is one item
         bulk = self._insert_new_items
@@ -490,16 +538,20 @@ class Store:
                 known = [] if counted == len(new) else list(new)  # which ones: see below
             if not known:
                 await _touch(connection, job, now)
-                return len(new)  # all new, as in every batch of a first scan
+                return Added(len(new), 0)  # all new, as in every batch of a first scan
             known_rows = await connection.execute(self._known_items(job, known))
-            queued, changed = len(new), []
-            for item_id, path, size, mtime, status, created_at in known_rows:
+            queued, changed, recaptured = len(new), [], []
+            for item_id, path, size, mtime, status, created_at, camera, captured_at in known_rows:
                 if created_at == now:
                     continue  # inserted just now (SQLite does not say which)
                 queued -= 1
                 f = new[path]
-                if (size != f.size or mtime != f.mtime) and status != "running":
+                if requeues(KnownFile(status, size, mtime), f):
                     changed.append(_requeue_row(item_id, f, now))
+                elif _recaptures(f, camera, captured_at):
+                    recaptured.append(_requeue_row(item_id, f, now))
+            if recaptured:
+                await connection.execute(_RECAPTURE, recaptured)
             if changed:
                 await connection.execute(_REQUEUE, changed)
                 # Their old reads describe the old file.
@@ -508,15 +560,15 @@ class Store:
                 await connection.execute(
                     delete(recognitions).where(recognitions.c.item_id.in_(ids))
                 )
-            if queued or changed:
+            if queued or changed or recaptured:
                 await _touch(connection, job, now)
-        return queued + len(changed)
+        return Added(queued + len(changed), len(recaptured))
 
     def _known_items(self, job: Job, paths: list[str]) -> Any:
         """The job's items at `paths`, for add_items to compare with what the scan found."""
         columns = (
             items.c.id, items.c.path, items.c.size, items.c.mtime, items.c.status,
-            items.c.created_at,
+            items.c.created_at, items.c.camera, items.c.captured_at,
         )  # fmt: skip
         if not self._postgres:
             return select(*columns).where(items.c.job_id == job.id, items.c.path.in_(paths))
@@ -811,35 +863,39 @@ class Store:
             async for row in rows:
                 yield row
 
-    async def known_states(self, job_name: str, paths: Sequence[str]) -> dict[str, str]:
-        """path -> status for those of `paths` the job has; {} for a fresh database."""
+    async def known_files(self, job_name: str, paths: Sequence[str]) -> dict[str, KnownFile]:
+        """path -> what the job knows of the file, for those of `paths` it has; {} for a
+        fresh database. What `add_items` compares a scan with, read without writing."""
         query = (
-            select(items.c.path, items.c.status)
+            select(items.c.path, items.c.status, items.c.size, items.c.mtime)
             .join(jobs, jobs.c.id == items.c.job_id)
             .where(jobs.c.name == job_name, items.c.path.in_(paths))
         )
         rows = await self._read_if_schema(query)
-        return dict(rows) if rows is not None else {}
+        return {path: KnownFile(*rest) for path, *rest in rows or ()}
 
-    async def count_pending(self, job_name: str) -> int:
-        """Items of the job a run would send (pending or left running); 0 if none yet."""
+    async def unfinished_files(self, job_name: str) -> AsyncIterator[tuple[str, bytes | None]]:
+        """(path, raw_path) of the job's pending and running items, which a run sends (a dead
+        run's `running` ones are reclaimed at its start), streamed; none without a schema."""
         query = (
-            select(func.count())
+            select(items.c.path, items.c.raw_path)
             .select_from(items.join(jobs, jobs.c.id == items.c.job_id))
             .where(jobs.c.name == job_name, items.c.status.in_(("pending", "running")))
+            .order_by(items.c.id)
         )
-        rows = await self._read_if_schema(query)
-        return rows[0][0] if rows is not None else 0
+        async with self._begin(writes=False) as connection:
+            if not await connection.run_sync(_has_schema):
+                return
+            rows = await connection.stream(query.execution_options(yield_per=EXPORT_CHUNK))
+            async for path, raw_path in rows:
+                yield path, raw_path
 
     async def _read_if_schema(self, query: Any) -> list[Any] | None:
         """The query's rows, or None when the database has no schema yet (a dry run on a
         database no run has used): read-only commands do not create it."""
 
-        def has_schema(connection: Any) -> bool:
-            return inspect(connection).has_table("items")
-
         async with self._begin(writes=False) as connection:
-            if not await connection.run_sync(has_schema):
+            if not await connection.run_sync(_has_schema):
                 return None
             return list((await connection.execute(query)).all())
 
@@ -925,6 +981,10 @@ def _plate_rows(done: Iterable[Outcome]) -> Iterable[dict[str, Any]]:
                 "conf": plate.conf,
                 **dict(zip(_BOX_COLUMNS, box, strict=True)),
             }
+
+
+def _has_schema(connection: Any) -> bool:
+    return inspect(connection).has_table("items")
 
 
 def _is_dead(worker: Any, host: str, now: datetime) -> bool:
