@@ -277,6 +277,12 @@ _NEW_ITEM_COLUMNS = (
 )  # fmt: skip
 
 
+def _bind(type_: Any, dialect: Any) -> Callable[[datetime | None], Any]:
+    """The column type's own conversion of a datetime for the driver."""
+    processor = type_.dialect_impl(dialect).bind_processor(dialect)
+    return lambda value: processor(value) if processor is not None and value is not None else value
+
+
 class _BulkInsert:
     """A million-row executemany without SQLAlchemy's per-row work.
 
@@ -290,10 +296,8 @@ class _BulkInsert:
         compiled = statement.compile(dialect=dialect, column_keys=list(columns))
         self.sql = compiled.string
         self.reorder = operator.itemgetter(*(columns.index(k) for k in compiled.positiontup))
-        processor = DateTime().dialect_impl(dialect).bind_processor(dialect)
-        self.stamp: Callable[[datetime | None], Any] = lambda value: (
-            processor(value) if processor is not None and value is not None else value
-        )
+        self.stamp = _bind(DateTime(), dialect)
+        self.stamp_seconds = _bind(items.c.captured_at.type, dialect)
 
     async def execute(self, connection: AsyncConnection, rows: Iterable[tuple]) -> int:
         """Rows inserted (SQLite's driver counts them; asyncpg says -1)."""
@@ -521,8 +525,8 @@ class Store:
         bulk = self._insert_new_items
         stamp = bulk.stamp(now)
         rows = [
-            (job.id, f.path, f.raw_path, f.camera, bulk.stamp(f.captured_at), f.size, f.mtime,
-             stamp, stamp)
+            (job.id, f.path, f.raw_path, f.camera, bulk.stamp_seconds(f.captured_at), f.size,
+             f.mtime, stamp, stamp)
             for f in new.values()
         ]  # fmt: skip
         async with self._begin() as connection:
@@ -914,7 +918,9 @@ _SET_STATE = (
         error_code=bindparam("b_error_code"),
         error_message=bindparam("b_error_message"),
         next_attempt_at=bindparam("b_next_attempt_at"),
-        captured_at=func.coalesce(items.c.captured_at, bindparam("b_captured_at", type_=DateTime)),
+        captured_at=func.coalesce(
+            items.c.captured_at, bindparam("b_captured_at", type_=items.c.captured_at.type)
+        ),
         lease_owner=None,
         lease_expires_at=None,
         updated_at=bindparam("b_now"),
