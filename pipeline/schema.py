@@ -5,9 +5,10 @@ checks that `alembic upgrade head` yields exactly this metadata on SQLite and Po
 
 All times are stored as naive UTC (`timestamp without time zone` on PostgreSQL), so the same SQL
 compares them on both databases. The times people query (`captured_at`, `recognized_at`, the
-attempts' `started_at`, the jobs' times) are `Seconds`: `YYYY-MM-DD HH:MM:SS` on both, so
-`captured_at = '2026-11-24 18:42:14'` finds the same rows in sqlite3 and psql. The queue's own
-times (retry times, leases, heartbeats, the items' created/updated) keep their microseconds.
+attempts' `started_at`) are `Seconds`: `YYYY-MM-DD HH:MM:SS` on both, so
+`captured_at = '2026-11-24 18:42:14'` finds the same rows in sqlite3 and psql. The bookkeeping
+times (jobs' and items' created/updated, retry times, leases, heartbeats) keep microseconds:
+ordering within a second depends on them.
 """
 
 from __future__ import annotations
@@ -75,8 +76,8 @@ jobs = Table(
     Column("calls", BigInteger, nullable=False, server_default="0"),  # API calls, every run
     # Why every worker of the job must stop (bad credentials, say); cleared by the next start.
     Column("halted", Text),
-    Column("created_at", Seconds, nullable=False),
-    Column("updated_at", Seconds, nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
     UniqueConstraint("name"),
 )
 

@@ -22,8 +22,6 @@ SECONDS_COLUMNS = (
     ("items", "captured_at"),
     ("recognitions", "recognized_at"),
     ("attempts", "started_at"),
-    ("jobs", "created_at"),
-    ("jobs", "updated_at"),
 )
 
 
