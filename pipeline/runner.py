@@ -83,6 +83,8 @@ class _Run:
     stopped_by: str | None = None
     message: str | None = None  # why the run stopped early, as one line for the operator
     peers_at_start: int = 0  # other live workers when this one registered
+    live_workers: int = 1  # on the job, this one included, as last seen by the coordinator
+    kind: str = "run"  # run (alone) | work (shares the job)
     halting: asyncio.Event = field(default_factory=asyncio.Event)  # fatal here: halt the job
 
     def request_stop(self, reason: str, message: str | None = None, *, spread: bool = True) -> None:
@@ -114,7 +116,7 @@ async def run_job(settings: RunSettings, store: Store, *, kind: str = "run") -> 
     started = time.monotonic()
     store.ride_out_s = DB_RIDE_OUT_S  # connected: from now on, wait out database restarts
     job = await store.ensure_job(settings.job, create=bool(settings.roots))
-    run = _Run(settings, store, job, breaker=Breaker(settings.max_outage_s))
+    run = _Run(settings, store, job, breaker=Breaker(settings.max_outage_s), kind=kind)
     run.peers_at_start = await store.register_worker(job, run.worker_id, kind=kind)
     try:
         reclaimed = await store.reclaim_orphans(job)
@@ -321,6 +323,7 @@ async def _coordinate(run: _Run, governor: RateGovernor) -> None:
             log.warning("coordination with the job's other workers failed: %s", exc)
             continue
         governor.set_share(run.settings.rate_per_s / seen.live)
+        run.live_workers = seen.live
         if seen.reclaimed:
             log.info("%d items of a dead worker are pending again", seen.reclaimed)
             run.wake.set()
@@ -329,10 +332,16 @@ async def _coordinate(run: _Run, governor: RateGovernor) -> None:
 
 
 async def _progress(run: _Run, stats: PoolStats, left_at_start: int) -> None:
-    """Report progress: a live panel on a terminal, else a log line every N seconds."""
+    """Report progress: a live panel on a terminal, else a log line every N seconds.
+
+    What is left is the job's: a `run` works alone and counts it in memory from the start;
+    `work` shares the job, so it counts it again at each report (cheap on the status index)
+    and estimates the ETA at the rate of every live worker together.
+    """
     live = run.settings.live_progress
     every_s = LIVE_REFRESH_S if live else run.settings.progress_every_s
     last_calls, last_at = 0, time.monotonic()
+    left: int | None = left_at_start
     with LiveProgress() if live else LineProgress() as reporter:
         while True:
             await asyncio.sleep(every_s)
@@ -340,11 +349,16 @@ async def _progress(run: _Run, stats: PoolStats, left_at_start: int) -> None:
             rate = (stats.calls - last_calls) / (now - last_at)
             last_calls, last_at = stats.calls, now
             c = run.committed
-            finished = c.get("done", 0) + c.get("failed", 0) + c.get("skipped", 0)
-            left = max(left_at_start + run.scan.queued - finished, 0)
+            job_rate = None
+            if run.kind == "work":
+                left = await _job_left(run, left)
+                job_rate = rate * run.live_workers
+            else:
+                finished = c.get("done", 0) + c.get("failed", 0) + c.get("skipped", 0)
+                left = max(left_at_start + run.scan.queued - finished, 0)
             reporter.show(
                 Snapshot(
-                    scanned=run.scan.files,
+                    scanned=run.scan.files if run.settings.roots else None,
                     scan_finished=run.scan.finished,
                     done=c.get("done", 0),
                     failed=c.get("failed", 0),
@@ -353,8 +367,17 @@ async def _progress(run: _Run, stats: PoolStats, left_at_start: int) -> None:
                     calls=stats.calls,
                     calls_per_s=rate,
                     left=left,
+                    job_calls_per_s=job_rate,
                 )
             )
+
+
+async def _job_left(run: _Run, last: int | None) -> int | None:
+    try:
+        return (await run.store.pending_state(run.job, run.worker_id)).left
+    except Exception as exc:  # a missed count is harmless; the next report tries again
+        log.debug("counting what is left failed: %s", exc)
+        return last
 
 
 @contextlib.contextmanager
