@@ -714,6 +714,59 @@ def show_config(**values: Any) -> None:
         click.echo(f"# secret_key: not set (set {SECRET_KEY_ENV})")
 
 
+@cli.command()
+@db_option
+@click.option(
+    "--endpoint",
+    envvar="NHN_OCR_ENDPOINT",
+    default=default("endpoint"),
+    show_default=True,
+    help="API endpoint (env NHN_OCR_ENDPOINT).",
+)
+@click.option(
+    "--app-key",
+    envvar=APP_KEY_ENV,
+    default=default("app_key"),
+    help=f"NHN appKey (env {APP_KEY_ENV}).",
+)
+@click.option(
+    "--timeout",
+    type=positive(float),
+    default=default("timeout"),
+    show_default=True,
+    help="Seconds the test request may take.",
+)
+def check(db_url: str, endpoint: str, app_key: str, timeout: float) -> None:
+    """Verify the database, the endpoint and the keys before a night; exit 0 if all are
+    good, else 1. Writes nothing anywhere.
+
+    Costs one request: an empty image, which the API answers with 4000004 (file empty) once
+    it has accepted the keys, recognizing nothing. NHN may count it as one call.
+
+    \b
+    Example:
+      platepipe check --db postgresql://plates@db.internal:5432/plates
+    """
+    from pipeline.check import COST_NOTE, run_check
+
+    values = {
+        "endpoint": endpoint,
+        "app_key": app_key,
+        "timeout": timeout,
+        "connect_timeout": min(timeout, default("connect_timeout")),
+    }
+    try:
+        api = api_settings(values)
+    except PipelineError as exc:
+        fail(exc)
+    logs.redact_everywhere(api.secret_key)
+    findings, code = run_async(run_check(db_url, api))
+    for finding in findings:
+        click.echo(str(finding))
+    click.echo(COST_NOTE)
+    sys.exit(code)
+
+
 @cli.group("db")
 def db_group() -> None:
     """Database maintenance."""

@@ -97,14 +97,15 @@ class Setting:
 
 
 RUN = ("run", "work", "scan", "config")
-EVERY_DB_COMMAND = (*RUN, "status", "jobs", "retry", "export", "db upgrade")
+API = (*RUN, "check")  # the settings `check` needs to reach the API
+EVERY_DB_COMMAND = (*API, "status", "jobs", "items", "retry", "export", "db upgrade")
 
 SETTINGS: dict[str, Setting] = {
     "db": Setting(DEFAULT_DB_URL, str, EVERY_DB_COMMAND, "db_url"),
-    "endpoint": Setting(DEFAULT_ENDPOINT, str, RUN),
-    "app_key": Setting("", str, RUN),
-    "secret_key_file": Setting("", str, RUN),
-    "timeout": Setting(DEFAULT_TIMEOUT_S, float, RUN),
+    "endpoint": Setting(DEFAULT_ENDPOINT, str, API),
+    "app_key": Setting("", str, API),
+    "secret_key_file": Setting("", str, API),
+    "timeout": Setting(DEFAULT_TIMEOUT_S, float, API),
     "connect_timeout": Setting(DEFAULT_CONNECT_TIMEOUT_S, float, RUN),
     "rate": Setting(DEFAULT_RATE_PER_S, float, RUN),
     "concurrency": Setting(DEFAULT_CONCURRENCY, int, RUN),

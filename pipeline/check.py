@@ -1,0 +1,93 @@
+"""`platepipe check`: the database, the endpoint and the keys verified before a night, at the
+cost of one request at most, and with nothing written anywhere.
+
+The keys can only be verified by the API itself, so one request is unavoidable. It carries an
+empty image: NHN checks the keys first (4010001 when they are wrong), then answers 4000004
+UPLOADED_FILE_IS_EMPTY, recognizing nothing. Whether NHN counts that request against the
+quota is NHN's business; we count it as one call, the fewest possible, and say so.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from pipeline import db
+from pipeline.client import NhnClient
+from pipeline.config import ApiSettings
+from pipeline.errors import PipelineError
+from pipeline.outcomes import Kind
+from pipeline.store import Store
+
+COST_NOTE = "cost: 1 request with an empty image (nothing recognized; NHN may count it as a call)"
+# Answers about the image itself: the keys were accepted to get that far.
+IMAGE_CODES = {"4000001", "4000002", "4000003", "4000004", "4131000"}
+
+
+@dataclass(frozen=True)
+class Finding:
+    ok: bool
+    line: str
+
+    def __str__(self) -> str:
+        return f"{'ok' if self.ok else 'FAILED'}: {self.line}"
+
+
+async def check_database(url: str) -> Finding:
+    """Reachable, and its schema platepipe's (or none yet); nothing created or upgraded."""
+    shown = db.display_url(url)
+    try:
+        parsed = db.parse_url(url)
+    except PipelineError as exc:
+        return Finding(False, f"database {shown}: {exc}")
+    if parsed.get_backend_name() == "sqlite":
+        path = parsed.database or ""
+        if not os.path.exists(path):
+            folder = os.path.dirname(os.path.abspath(path))
+            if os.access(folder, os.W_OK):
+                return Finding(True, f"database {shown}: not there yet; the first run creates it")
+            return Finding(False, f"database {shown}: absent, and {folder} is not writable")
+    try:
+        store = await Store.open(url, migrate=False)
+        try:
+            revision = await store.schema_revision()
+        finally:
+            await store.close()
+    except PipelineError as exc:
+        return Finding(False, str(exc))
+    if revision is None:
+        return Finding(True, f"database {shown}: reachable, no schema yet; the first run makes it")
+    if revision == db.HEAD_REVISION:
+        return Finding(True, f"database {shown}: reachable, schema at revision {revision}")
+    return Finding(
+        True,
+        f"database {shown}: reachable, schema at revision {revision}; "
+        f"the next run upgrades it to {db.HEAD_REVISION}",
+    )
+
+
+async def check_api(api: ApiSettings) -> list[Finding]:
+    """One request with an empty image: the endpoint answers, and takes the keys."""
+    async with NhnClient(api, connections=1) as client:
+        answer = await client.recognize(b"", "image.jpg", "image/jpeg")
+    where = f"endpoint {api.endpoint}"
+    said = f"{answer.code} {answer.message}".strip()
+    if answer.code in IMAGE_CODES or answer.kind is Kind.DONE:
+        return [
+            Finding(True, f"{where}: answered in {answer.latency_s:.2f}s"),
+            Finding(True, f"keys: accepted (the empty test image drew {said})"),
+        ]
+    if answer.kind is Kind.FATAL:
+        if answer.http_status not in (None, 200):
+            return [Finding(False, f"{where}: {answer.message}")]
+        return [
+            Finding(True, f"{where}: answered in {answer.latency_s:.2f}s"),
+            Finding(False, f"keys: refused ({said}); check NHN_OCR_APP_KEY, NHN_OCR_SECRET_KEY"),
+        ]
+    return [Finding(False, f"{where}: no usable answer ({said}); try again, or check it")]
+
+
+async def run_check(url: str, api: ApiSettings) -> tuple[list[Finding], int]:
+    """Every finding, and the exit code: 0 when all are ok, else 1."""
+    findings = [await check_database(url), *await check_api(api)]
+    return findings, 0 if all(f.ok for f in findings) else 1
