@@ -76,6 +76,7 @@ def format_report(report: Any) -> str:
         f"this run: scanned {report.scan.files} files, {pool.calls} calls "
         f"({pool.retries} retried) in {elapsed:.1f}s, {rate:.1f} calls/s",
     ]
+    lines += _call_trouble(report.calls)
     if report.scan.recaptured:
         lines.append(
             f"  camera or capture time taken from the path for {report.scan.recaptured} "
@@ -91,6 +92,24 @@ def format_report(report: Any) -> str:
         why = report.message or report.stopped_by
         lines.append(f"stopped early ({why}): run again to resume")
     return "\n".join(lines)
+
+
+def _call_trouble(tally: Any) -> list[str]:
+    """Transient errors by code, and when the API refused calls for its limit, the rate it
+    seemed to allow: what to give --rate next time."""
+    if tally is None:
+        return []
+    lines = []
+    if tally.transient:
+        top = sorted(tally.transient.items(), key=lambda kv: (-kv[1], kv[0]))
+        lines.append("  transient errors (retried): " + ", ".join(f"{c} {n}" for c, n in top))
+    if tally.throttled:
+        allowed = tally.allowed_per_s
+        lines.append(
+            f"  throttled: {tally.throttled} calls refused for the API's call limit; it seemed to "
+            f"allow about {allowed} calls/s (try --rate {max(allowed, 1)})"
+        )
+    return lines
 
 
 def job_json(summary: JobSummary) -> dict[str, Any]:

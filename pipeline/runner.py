@@ -16,6 +16,7 @@ import logging
 import signal
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -25,7 +26,7 @@ from pipeline.capture import PathPattern
 from pipeline.client import NhnClient
 from pipeline.config import RunSettings
 from pipeline.errors import EXIT_FAILED_ITEMS, EXIT_FATAL, EXIT_OK, EXIT_STOPPED
-from pipeline.outcomes import Outcome
+from pipeline.outcomes import Kind, Outcome
 from pipeline.pacing import Breaker, RateGovernor
 from pipeline.progress import LIVE_REFRESH_S, LineProgress, LiveProgress, Snapshot
 from pipeline.scanner import Filter, ScanStats, scan_into
@@ -51,6 +52,7 @@ class RunReport:
     elapsed_s: float
     stopped_by: str | None = None  # SIGTERM, deadline, fatal, ...; None: the job ran out of work
     message: str | None = None  # why it stopped, one line
+    calls: CallTally | None = None  # this run's transient errors and throttling
 
     @property
     def fatal(self) -> str | None:
@@ -66,6 +68,38 @@ class RunReport:
         if counts["failed"]:
             return EXIT_FAILED_ITEMS
         return EXIT_OK
+
+
+@dataclass
+class CallTally:
+    """This run's calls that went wrong for a while: transient errors by code, and refusals
+    for the call limit with what the API let through in the seconds it refused some."""
+
+    transient: Counter[str] = field(default_factory=Counter)
+    throttled: int = 0
+    _admitted: Counter[int] = field(default_factory=Counter)  # epoch second -> calls let in
+    _refused: set[int] = field(default_factory=set)  # seconds with a refusal
+
+    def add(self, outcome: Outcome) -> None:
+        call = outcome.call
+        if call is None:
+            return
+        second = int(call.started_at.timestamp())
+        if call.result == "throttled":
+            self.throttled += 1
+            self._refused.add(second)
+            return
+        self._admitted[second] += 1
+        if call.answer.kind in (Kind.RETRY, Kind.UNKNOWN):
+            self.transient[call.answer.code] += 1
+
+    @property
+    def allowed_per_s(self) -> int | None:
+        """Calls the API took in the busiest second in which it also refused some: its limit,
+        as far as this run could see it."""
+        if not self._refused:
+            return None
+        return max((self._admitted[s] for s in self._refused), default=0)
 
 
 @dataclass
@@ -86,6 +120,7 @@ class _Run:
     live_workers: int = 1  # on the job, this one included, as last seen by the coordinator
     kind: str = "run"  # run (alone) | work (shares the job)
     halting: asyncio.Event = field(default_factory=asyncio.Event)  # fatal here: halt the job
+    tally: CallTally = field(default_factory=CallTally)
 
     def request_stop(self, reason: str, message: str | None = None, *, spread: bool = True) -> None:
         """Stop claiming; in-flight calls finish and their answers are committed. A fatal
@@ -104,6 +139,7 @@ class _Run:
         self.outstanding -= len(batch)
         for outcome in batch:
             self.committed[outcome.status] = self.committed.get(outcome.status, 0) + 1
+            self.tally.add(outcome)
         self.wake.set()
 
 
@@ -130,7 +166,9 @@ async def run_job(settings: RunSettings, store: Store, *, kind: str = "run") -> 
         await store.unregister_worker(run.worker_id)
     (summary,) = await store.summaries(job.name)
     elapsed_s = time.monotonic() - started
-    return RunReport(summary, run.scan, pool_stats, elapsed_s, run.stopped_by, run.message)
+    return RunReport(
+        summary, run.scan, pool_stats, elapsed_s, run.stopped_by, run.message, run.tally
+    )
 
 
 async def scan_job(settings: RunSettings, store: Store) -> ScanStats:
