@@ -120,7 +120,7 @@ def test_a_halted_job_shows_in_status_json_jobs_and_check(
     assert doc["halted"] and "4010001" in doc["halted"]
     assert "HALTED" in text.stdout and "4010001" in text.stdout
     assert "HALTED" in listed.stdout
-    assert check.returncode == 1, check.stdout + check.stderr
+    assert check.returncode == 1 and check.stderr == "", check.stdout + check.stderr
 
     fixed = platepipe("run", "--job", "J", *FAST, env=env)
 
@@ -152,7 +152,7 @@ def test_status_check_and_items_name_the_failed_items(
     by_code = platepipe("items", "--job", "J", "--code", "not_image", env=env)
     unknown = platepipe("items", "--job", "nope", env=env)
 
-    assert check.returncode == 4 and "failed 1" in check.stdout
+    assert check.returncode == 4 and "failed 1" in check.stdout and check.stderr == ""
     assert check_json.returncode == 4 and json.loads(check_json.stdout)[0]["counts"]["failed"] == 1
     assert failed.returncode == 0, failed.stderr
     (line,) = failed.stdout.splitlines()
