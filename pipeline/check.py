@@ -16,10 +16,11 @@ from pipeline import db
 from pipeline.client import NhnClient
 from pipeline.config import ApiSettings
 from pipeline.errors import PipelineError
-from pipeline.outcomes import Kind
+from pipeline.outcomes import Answer, Kind
 from pipeline.store import Store
 
 COST_NOTE = "cost: 1 request with an empty image (nothing recognized; NHN may count it as a call)"
+NO_COST_NOTE = "cost: nothing; no request reached the API"
 # Answers about the image itself: the keys were accepted to get that far.
 IMAGE_CODES = {"4000001", "4000002", "4000003", "4000004", "4131000"}
 
@@ -66,10 +67,15 @@ async def check_database(url: str) -> Finding:
     )
 
 
-async def check_api(api: ApiSettings) -> list[Finding]:
-    """One request with an empty image: the endpoint answers, and takes the keys."""
+async def check_api(api: ApiSettings) -> tuple[list[Finding], bool]:
+    """One request with an empty image: the endpoint answers, and takes the keys. The
+    findings, and whether the request reached the API (an HTTP answer came back)."""
     async with NhnClient(api, connections=1) as client:
         answer = await client.recognize(b"", "image.jpg", "image/jpeg")
+    return _judge(api, answer), answer.http_status is not None
+
+
+def _judge(api: ApiSettings, answer: Answer) -> list[Finding]:
     where = f"endpoint {api.endpoint}"
     said = f"{answer.code} {answer.message}".strip()
     if answer.code in IMAGE_CODES or answer.kind is Kind.DONE:
@@ -87,7 +93,9 @@ async def check_api(api: ApiSettings) -> list[Finding]:
     return [Finding(False, f"{where}: no usable answer ({said}); try again, or check it")]
 
 
-async def run_check(url: str, api: ApiSettings) -> tuple[list[Finding], int]:
-    """Every finding, and the exit code: 0 when all are ok, else 1."""
-    findings = [await check_database(url), *await check_api(api)]
-    return findings, 0 if all(f.ok for f in findings) else 1
+async def run_check(url: str, api: ApiSettings) -> tuple[list[str], int]:
+    """What to print, and the exit code: 0 when all is ok, else 1."""
+    api_findings, reached = await check_api(api)
+    findings = [await check_database(url), *api_findings]
+    lines = [*map(str, findings), COST_NOTE if reached else NO_COST_NOTE]
+    return lines, 0 if all(f.ok for f in findings) else 1

@@ -747,7 +747,7 @@ def check(db_url: str, endpoint: str, app_key: str, timeout: float) -> None:
     Example:
       platepipe check --db postgresql://plates@db.internal:5432/plates
     """
-    from pipeline.check import COST_NOTE, run_check
+    from pipeline.check import run_check
 
     values = {
         "endpoint": endpoint,
@@ -760,10 +760,8 @@ def check(db_url: str, endpoint: str, app_key: str, timeout: float) -> None:
     except PipelineError as exc:
         fail(exc)
     logs.redact_everywhere(api.secret_key)
-    findings, code = run_async(run_check(db_url, api))
-    for finding in findings:
-        click.echo(str(finding))
-    click.echo(COST_NOTE)
+    lines, code = run_async(run_check(db_url, api))
+    click.echo("\n".join(lines))
     sys.exit(code)
 
 

@@ -41,6 +41,7 @@ def test_check_fails_on_wrong_keys_a_dead_endpoint_and_a_bad_database(
     assert wrong.returncode == 1, wrong.stdout + wrong.stderr
     assert "FAILED: keys: refused (4010001" in wrong.stdout
     assert dead.returncode == 1 and "FAILED: endpoint http://127.0.0.1:9" in dead.stdout
+    assert "cost: nothing; no request reached the API" in dead.stdout
     assert nowhere.returncode == 1 and "FAILED: database" in nowhere.stdout
     assert no_keys.returncode == 1 and "Traceback" not in no_keys.stderr
     for result in (wrong, dead, nowhere, no_keys):
