@@ -217,6 +217,15 @@ scan_options = options(
         help="Regex with named groups camera, date, time, searched in each path, e.g. "
         r"'/(?P<camera>cam\d+)/(?P<date>\d{8})_(?P<time>\d{6})'. Else EXIF, else mtime.",
     ),
+    click.option(
+        "--min-age",
+        type=Duration(),
+        default=default("min_age"),
+        envvar=env("min_age"),
+        show_envvar=True,
+        help="Leave files modified less than this long ago (e.g. 10m, 90s) for the next run: "
+        "a camera may still be writing them.",
+    ),
 )
 
 call_options = options(
@@ -486,6 +495,7 @@ SETTING_FIELDS = {
     "include": "include",
     "exclude": "exclude",
     "capture_pattern": "capture_pattern",
+    "min_age": "min_age_s",
     "rate": "rate_per_s",
     "concurrency": "concurrency",
     "max_attempts": "max_attempts",
@@ -608,6 +618,13 @@ def scan(job: str, roots: tuple[str, ...], **values: Any) -> None:
             f"job {job}: {plural(stats.files, 'file')} found, {stats.queued} queued "
             "(new or changed)"
         )
+        if stats.too_recent:
+            files = plural(stats.too_recent, "file")
+            click.echo(f"{files} modified within --min-age left for the next scan")
+        if stats.recaptured:
+            click.echo(
+                f"camera or capture time taken from the path for {plural(stats.recaptured, 'item')}"
+            )
         if stats.unreadable_dirs:
             logs.error_line(f"{plural(stats.unreadable_dirs, 'folder')} could not be listed")
             return EXIT_FAILED_ITEMS
@@ -640,23 +657,37 @@ def work(job: str, **values: Any) -> None:
 @cli.command()
 @click.option("--job", help="Only this job (default: every job).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option(
+    "--check",
+    is_flag=True,
+    help="For monitoring: exit 1 if the job is halted, 4 if it has failed items, else 0.",
+)
 @db_option
 @with_store(read_only=True)
-async def status(store: Store, job: str | None, as_json: bool) -> None:
-    """Show counts per status and error code, calls, rate and ETA, even while a run goes.
+async def status(store: Store, job: str | None, as_json: bool, check: bool) -> None:
+    """Show counts per status and error code, calls, whether a run or workers are live (pid,
+    host, heartbeat), and while one is, its rate and ETA. Never blocks a run.
+
+    With --check the exit code tells a monitor what needs a look: 1 halted by a fatal
+    answer (keys, service), 4 failed items, 0 neither.
 
     \b
     Examples:
       platepipe status --job nightly-2026-11-24
       platepipe status --job nightly-2026-11-24 --json
+      platepipe status --job nightly-2026-11-24 --check || alert "look at the night's job"
     """
     summaries = await store.summaries(job)
     if job and not summaries:
         raise JobNotFoundError(f"no job named {job!r}")
     if as_json:
         click.echo(json.dumps([job_json(s) for s in summaries], indent=2))
-        return
-    click.echo("\n\n".join(format_job(s) for s in summaries) or "no jobs yet")
+    else:
+        click.echo("\n\n".join(format_job(s) for s in summaries) or "no jobs yet")
+    if check:
+        from pipeline.report import check_code
+
+        sys.exit(check_code(summaries))  # the store closes on the way out
 
 
 @cli.command()
@@ -671,6 +702,48 @@ async def jobs(store: Store) -> None:
     """
     summaries = await store.summaries()
     click.echo("\n".join(format_jobs_line(s) for s in summaries) or "no jobs yet")
+
+
+@cli.command()
+@job_option
+@click.option(
+    "--status",
+    "statuses",
+    multiple=True,
+    type=click.Choice(["pending", "running", "done", "failed", "skipped"]),
+    help="Only items in this status (repeatable).",
+)
+@click.option(
+    "--code",
+    "codes",
+    multiple=True,
+    help="Only items with this error code or skip reason (repeatable), e.g. 4000002, timeout.",
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per item and line.")
+@db_option
+@with_store(read_only=True)
+async def items(
+    store: Store, job: str, statuses: tuple[str, ...], codes: tuple[str, ...], as_json: bool
+) -> None:
+    """List the job's items with their status, error code, attempts and message, in path
+    order, without writing SQL. Tab-separated: status, code, attempts, path, message.
+
+    \b
+    Examples:
+      platepipe items --job nightly-2026-11-24 --status failed
+      platepipe items --job nightly-2026-11-24 --status skipped --code unreadable
+      platepipe items --job nightly-2026-11-24 --code 4000002 --json | jq -r .path
+    """
+    from pipeline.report import format_item, item_json
+
+    found = await store.find_job(job)
+    if found is None:
+        raise JobNotFoundError(f"no job named {job!r}")
+    async for row in store.job_items(found, statuses, codes):
+        if as_json:
+            click.echo(json.dumps(item_json(row), ensure_ascii=False))
+        else:
+            click.echo(format_item(row))
 
 
 @cli.command()
@@ -721,31 +794,44 @@ async def retry(store: Store, job: str, codes: tuple[str, ...], include_done: bo
     "--format", "fmt", type=click.Choice(["csv", "jsonl"]), required=True, help="Output format."
 )
 @click.option(
-    "-o", "--output", type=click.Path(dir_okay=False), help="File to write (default: stdout)."
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    help="File to write; - (the default) is standard output.",
+)
+@click.option(
+    "--bom",
+    is_flag=True,
+    help="Start with a UTF-8 byte order mark, for spreadsheets that need one to show Hangul.",
 )
 @db_option
 @with_store(read_only=True)
-async def export(store: Store, job: str, fmt: str, output: str | None) -> None:
+async def export(store: Store, job: str, fmt: str, output: str | None, bom: bool) -> None:
     """Write one row per plate read (plate_reads' columns), streamed: flat memory at any size.
 
     \b
     Examples:
       platepipe export --job nightly-2026-11-24 --format csv -o reads.csv
-      platepipe export --job nightly-2026-11-24 --format jsonl | jq .value
+      platepipe export --job nightly-2026-11-24 --format csv --bom -o reads-excel.csv
+      platepipe export --job nightly-2026-11-24 --format jsonl -o - | jq .value
     """
-    from pipeline.export import export_reads
+    from pipeline.export import BOM, export_reads
 
     found = await store.find_job(job)
     if found is None:
         raise JobNotFoundError(f"no job named {job!r}")
-    if output is None:
-        stdout = click.get_text_stream("stdout")
+    if output is None or output == "-":
+        stdout = click.get_text_stream("stdout", encoding="utf-8")
+        if bom:
+            stdout.write(BOM)
         await export_reads(store, found, fmt, stdout)
         stdout.flush()  # here, where a reader that went away is handled (run_async)
         return
     partial = Path(f"{output}.partial")  # a file under the real name is always complete
     try:
         with partial.open("w", encoding="utf-8", newline="") as out:
+            if bom:
+                out.write(BOM)
             rows = await export_reads(store, found, fmt, out)
         partial.replace(output)
     except OSError as exc:
@@ -822,6 +908,64 @@ def _toml(value: Any) -> str:
     if isinstance(value, tuple):
         value = list(value)
     return json.dumps(value, ensure_ascii=False)
+
+
+@cli.command()
+@db_option
+@click.option(
+    "--endpoint",
+    envvar="NHN_OCR_ENDPOINT",
+    default=default("endpoint"),
+    show_default=True,
+    help="API endpoint (env NHN_OCR_ENDPOINT).",
+)
+@click.option(
+    "--app-key",
+    envvar=APP_KEY_ENV,
+    default=default("app_key"),
+    help=f"NHN appKey (env {APP_KEY_ENV}).",
+)
+@click.option(
+    "--timeout",
+    type=positive(float),
+    default=default("timeout"),
+    show_default=True,
+    help="Seconds the test request may take.",
+)
+@click.option(
+    "--ca-bundle",
+    type=click.Path(dir_okay=False),
+    default=default("ca_bundle"),
+    help="PEM file of the CAs to trust for the endpoint instead of the system's.",
+)
+def check(db_url: str, endpoint: str, app_key: str, timeout: float, ca_bundle: str) -> None:
+    """Verify the database, the endpoint and the keys before a night; exit 0 if all are
+    good, else 1. Writes nothing anywhere.
+
+    Costs one request: an empty image, which the API answers with 4000004 (file empty) once
+    it has accepted the keys, recognizing nothing. NHN may count it as one call.
+
+    \b
+    Example:
+      platepipe check --db postgresql://plates@db.internal:5432/plates
+    """
+    from pipeline.check import run_check
+
+    values = {
+        "endpoint": endpoint,
+        "app_key": app_key,
+        "timeout": timeout,
+        "connect_timeout": min(timeout, default("connect_timeout")),
+        "ca_bundle": ca_bundle,
+    }
+    try:
+        api = api_settings(values)
+    except PipelineError as exc:
+        fail(exc)
+    logs.redact_everywhere(api.secret_key)
+    lines, code = run_async(run_check(db_url, api))
+    click.echo("\n".join(lines))
+    sys.exit(code)
 
 
 @cli.group("db")

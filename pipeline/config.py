@@ -132,6 +132,7 @@ class RunSettings:
     max_outage_s: float = DEFAULT_MAX_OUTAGE_S
     max_db_outage_s: float = DEFAULT_MAX_DB_OUTAGE_S  # wait out a database away this long
     capture_pattern: str | None = None  # regex with named groups camera, date, time
+    min_age_s: float = 0.0  # files modified more recently are left for the next run
 
 
 @dataclass(frozen=True)
@@ -147,7 +148,8 @@ class Setting:
 
 
 RUN = ("run", "work", "scan", "config")
-EVERY_DB_COMMAND = (*RUN, "status", "jobs", "retry", "export", "db upgrade")
+API = (*RUN, "check")  # the settings `check` needs to reach the API
+EVERY_DB_COMMAND = (*API, "status", "jobs", "items", "retry", "export", "db upgrade")
 
 
 def _run_env(key: str) -> str:
@@ -156,14 +158,14 @@ def _run_env(key: str) -> str:
 
 SETTINGS: dict[str, Setting] = {
     "db": Setting(DEFAULT_DB_URL, str, EVERY_DB_COMMAND, "db_url", env="PLATEPIPE_DB"),
-    "endpoint": Setting(DEFAULT_ENDPOINT, str, RUN, env="NHN_OCR_ENDPOINT"),
-    "app_key": Setting("", str, RUN, env="NHN_OCR_APP_KEY"),
-    "secret_key_file": Setting("", str, RUN, path=True),
-    "timeout": Setting(DEFAULT_TIMEOUT_S, float, RUN, env=_run_env("timeout")),
+    "endpoint": Setting(DEFAULT_ENDPOINT, str, API, env="NHN_OCR_ENDPOINT"),
+    "app_key": Setting("", str, API, env="NHN_OCR_APP_KEY"),
+    "secret_key_file": Setting("", str, API, path=True),
+    "timeout": Setting(DEFAULT_TIMEOUT_S, float, API, env=_run_env("timeout")),
     "connect_timeout": Setting(
         DEFAULT_CONNECT_TIMEOUT_S, float, RUN, env=_run_env("connect_timeout")
     ),
-    "ca_bundle": Setting("", str, RUN, env=_run_env("ca_bundle"), path=True),
+    "ca_bundle": Setting("", str, API, env=_run_env("ca_bundle"), path=True),
     "rate": Setting(DEFAULT_RATE_PER_S, float, RUN, env=_run_env("rate")),
     "concurrency": Setting(DEFAULT_CONCURRENCY, int, RUN, env=_run_env("concurrency")),
     "max_attempts": Setting(DEFAULT_MAX_ATTEMPTS, int, RUN, env=_run_env("max_attempts")),
@@ -175,6 +177,7 @@ SETTINGS: dict[str, Setting] = {
     "exclude": Setting([], list, RUN, env=_run_env("exclude")),
     "progress_every": Setting(DEFAULT_PROGRESS_EVERY_S, float, RUN, env=_run_env("progress_every")),
     "capture_pattern": Setting("", str, RUN, env=_run_env("capture_pattern")),
+    "min_age": Setting(0.0, float, RUN, env=_run_env("min_age")),
     "log_json": Setting(False, bool, ("",)),  # "": the group's own option
 }
 # Read by the CLI itself, not through a setting.

@@ -1,10 +1,19 @@
-"""`platepipe run --dry-run`: what a run would send, how many calls and how long; no call,
-and nothing written to the database."""
+"""`platepipe run --dry-run`: the calls a run would make, exactly (retries aside), and how
+long they take at the rate; no call, and nothing written to the database.
+
+Exact because it decides as the run does, with the run's own parts: the scanner's walk (its
+roots each walked once, `--min-age`), the store's rule for a file that changed since it was
+done (`requeues`), and the workers' pre-flight check of every file to be sent
+(`read_checked`: empty, too large, not an image, unreadable, missing cost no call).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import os
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
 from itertools import islice
 
 import click
@@ -13,25 +22,31 @@ from pipeline.capture import PathPattern
 from pipeline.config import RunSettings
 from pipeline.db import parse_url
 from pipeline.errors import EXIT_OK
-from pipeline.preflight import MAX_IMAGE_BYTES, in_daemon_thread
+from pipeline.preflight import in_daemon_thread, read_checked
 from pipeline.progress import format_duration
 from pipeline.scanner import SCAN_BATCH_FILES, Filter, ScanStats, walk
-from pipeline.store import Store
+from pipeline.store import Store, requeues
 
-SENT_AGAIN = ("pending", "running")  # what a run sends of the items a job already has
+CHECKS_AT_ONCE = 16  # files read at a time for the pre-flight check, as a run's workers do
 
 
 @dataclass
 class Plan:
     files: int = 0
     new: int = 0
-    again: int = 0  # the job's items still pending, found by this scan or an earlier one
-    finished: int = 0  # found, and done, failed or skipped already: not sent
-    local_skips: int = 0  # new, but empty or over 5 MB: skipped without a call
+    changed: int = 0  # done, failed or skipped, but modified since: queued again
+    pending: int = 0  # the job's items still pending (or left running), whoever found them
+    finished: int = 0  # found, and done, failed or skipped already, unchanged: not sent
+    skips: Counter[str] = field(default_factory=Counter)  # of those to send: no call, why
+    too_recent: int = 0
+
+    @property
+    def to_send(self) -> int:
+        return self.new + self.changed + self.pending
 
     @property
     def calls(self) -> int:
-        return self.new + self.again - self.local_skips
+        return self.to_send - sum(self.skips.values())
 
 
 async def dry_run(settings: RunSettings) -> int:
@@ -42,18 +57,25 @@ async def dry_run(settings: RunSettings) -> int:
         store = await Store.open(settings.db_url, migrate=False)
         try:
             plan = await _plan(store, settings)
-            plan.again = await store.count_pending(settings.job)
         finally:
             await store.close()
-    seconds = plan.calls / settings.rate_per_s
+    calls = plan.calls
+    if settings.max_requests is not None:
+        calls = min(calls, settings.max_requests)
+    skips = ", ".join(f"{reason} {n}" for reason, n in sorted(plan.skips.items()))
     click.echo(
         f"dry run of job {settings.job}: {plan.files} files found; {plan.new} new, "
-        f"{plan.again} pending, {plan.finished} already finished, "
-        f"{plan.local_skips} would be skipped without a call (empty or over 5 MB)"
+        f"{plan.changed} changed, {plan.pending} pending, {plan.finished} already finished, "
+        f"{sum(plan.skips.values())} would be skipped without a call"
+        + (f" ({skips})" if skips else "")
     )
+    if plan.too_recent:
+        click.echo(f"{plan.too_recent} files modified within --min-age left for the next run")
+    capped = " (--max-requests)" if calls < plan.calls else ""
     click.echo(
-        f"would make about {plan.calls} calls (plus retries): "
-        f"{format_duration(seconds)} at {settings.rate_per_s:g} requests/s; nothing was sent"
+        f"would make {calls} calls{capped}, plus retries: "
+        f"{format_duration(calls / settings.rate_per_s)} at {settings.rate_per_s:g} "
+        "requests/s; nothing was sent"
     )
     return EXIT_OK
 
@@ -62,16 +84,50 @@ async def _plan(store: Store | None, settings: RunSettings) -> Plan:
     plan = Plan()
     stats = ScanStats()
     keep = Filter(settings.include, settings.exclude)
-    files = walk(settings.roots, keep, stats, PathPattern.parse(settings.capture_pattern))
+    capture = PathPattern.parse(settings.capture_pattern)
+    files = walk(settings.roots, keep, stats, capture, settings.min_age_s)
     while batch := await in_daemon_thread(lambda: list(islice(files, SCAN_BATCH_FILES))):
-        known = await store.known_states(settings.job, [f.path for f in batch]) if store else {}
+        known = await store.known_files(settings.job, [f.path for f in batch]) if store else {}
+        to_check = []
         for found in batch:
             plan.files += 1
-            status = known.get(found.path)
-            if status is None:
+            seen = known.get(found.path)
+            if seen is None:
                 plan.new += 1
-                if found.size == 0 or found.size > MAX_IMAGE_BYTES:
-                    plan.local_skips += 1
-            elif status not in SENT_AGAIN:
+            elif seen.status in ("pending", "running"):
+                continue  # counted, and checked, with the job's other unfinished items
+            elif requeues(seen, found):
+                plan.changed += 1
+            else:
                 plan.finished += 1
+                continue
+            to_check.append(found.raw_path or found.path)
+        await _check(to_check, plan)
+    plan.too_recent = stats.too_recent
+    if store is not None:
+        async for chunk in _chunks(store.unfinished_files(settings.job), SCAN_BATCH_FILES):
+            plan.pending += len(chunk)
+            await _check([raw or path for path, raw in chunk], plan)
     return plan
+
+
+async def _check(paths: Iterable[str | bytes], plan: Plan) -> None:
+    """Count the files the workers' pre-flight check would skip without a call."""
+    paths = list(paths)
+    for start in range(0, len(paths), CHECKS_AT_ONCE):
+        for checked in await asyncio.gather(
+            *(read_checked(p) for p in paths[start : start + CHECKS_AT_ONCE])
+        ):
+            if isinstance(checked, tuple):
+                plan.skips[checked[0]] += 1
+
+
+async def _chunks(rows: AsyncIterator[tuple], size: int) -> AsyncIterator[list[tuple]]:
+    chunk: list[tuple] = []
+    async for row in rows:
+        chunk.append(row)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk

@@ -15,6 +15,7 @@ COLUMNS = (
     "resolution", "file_type", "recognized_at", "camera", "captured_at",
 )  # fmt: skip
 FORMATS = ("csv", "jsonl")
+BOM = "\ufeff"  # Excel takes a CSV for UTF-8 (Hangul and all) only when it starts with one
 
 
 def _plain(value: Any) -> Any:

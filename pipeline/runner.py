@@ -16,6 +16,7 @@ import logging
 import signal
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -25,7 +26,7 @@ from pipeline.capture import PathPattern
 from pipeline.client import NhnClient
 from pipeline.config import RunSettings
 from pipeline.errors import EXIT_FAILED_ITEMS, EXIT_FATAL, EXIT_OK, EXIT_STOPPED
-from pipeline.outcomes import Outcome
+from pipeline.outcomes import CallResult, Outcome
 from pipeline.pacing import Breaker, RateGovernor
 from pipeline.progress import LIVE_REFRESH_S, LineProgress, LiveProgress, Snapshot
 from pipeline.scanner import Filter, ScanStats, scan_into
@@ -51,6 +52,7 @@ class RunReport:
     elapsed_s: float
     stopped_by: str | None = None  # SIGTERM, deadline, fatal, ...; None: the job ran out of work
     message: str | None = None  # why it stopped, one line
+    calls: CallTally | None = None  # this run's transient errors and throttling
 
     @property
     def fatal(self) -> str | None:
@@ -71,6 +73,38 @@ class RunReport:
 
 
 @dataclass
+class CallTally:
+    """This run's calls that went wrong for a while: transient errors by code, and refusals
+    for the call limit with what the API let through in the seconds it refused some."""
+
+    transient: Counter[str] = field(default_factory=Counter)
+    throttled: int = 0
+    _admitted: Counter[int] = field(default_factory=Counter)  # epoch second -> calls let in
+    _refused: set[int] = field(default_factory=set)  # seconds with a refusal
+
+    def add(self, outcome: Outcome) -> None:
+        call = outcome.call
+        if call is None:
+            return
+        second = int(call.started_at.timestamp())
+        if call.result is CallResult.THROTTLED:
+            self.throttled += 1
+            self._refused.add(second)
+            return
+        self._admitted[second] += 1
+        if call.answer.verdict.retried:
+            self.transient[call.answer.code] += 1
+
+    @property
+    def allowed_per_s(self) -> int | None:
+        """Calls the API took in the busiest second in which it also refused some: its limit,
+        as far as this run could see it."""
+        if not self._refused:
+            return None
+        return max((self._admitted[s] for s in self._refused), default=0)
+
+
+@dataclass
 class _Run:
     settings: RunSettings
     store: Store
@@ -85,7 +119,10 @@ class _Run:
     stopped_by: str | None = None
     message: str | None = None  # why the run stopped early, as one line for the operator
     peers_at_start: int = 0  # other live workers when this one registered
+    live_workers: int = 1  # on the job, this one included, as last seen by the coordinator
+    kind: str = "run"  # run (alone) | work (shares the job)
     halting: asyncio.Event = field(default_factory=asyncio.Event)  # fatal here: halt the job
+    tally: CallTally = field(default_factory=CallTally)
 
     def request_stop(self, reason: str, message: str | None = None, *, spread: bool = True) -> None:
         """Stop claiming; in-flight calls finish and their answers are committed. A fatal
@@ -104,6 +141,7 @@ class _Run:
         self.outstanding -= len(batch)
         for outcome in batch:
             self.committed[outcome.status] = self.committed.get(outcome.status, 0) + 1
+            self.tally.add(outcome)
         self.wake.set()
 
 
@@ -116,7 +154,7 @@ async def run_job(settings: RunSettings, store: Store, *, kind: str = "run") -> 
     started = time.monotonic()
     store.ride_out_s = settings.max_db_outage_s  # connected: from now on, wait out restarts
     job = await store.ensure_job(settings.job, create=bool(settings.roots))
-    run = _Run(settings, store, job, breaker=Breaker(settings.max_outage_s))
+    run = _Run(settings, store, job, breaker=Breaker(settings.max_outage_s), kind=kind)
     run.peers_at_start = await store.register_worker(job, run.worker_id, kind=kind)
     try:
         reclaimed = await store.reclaim_orphans(job)
@@ -130,7 +168,9 @@ async def run_job(settings: RunSettings, store: Store, *, kind: str = "run") -> 
         await store.unregister_worker(run.worker_id)
     (summary,) = await store.summaries(job.name)
     elapsed_s = time.monotonic() - started
-    return RunReport(summary, run.scan, pool_stats, elapsed_s, run.stopped_by, run.message)
+    return RunReport(
+        summary, run.scan, pool_stats, elapsed_s, run.stopped_by, run.message, run.tally
+    )
 
 
 async def scan_job(settings: RunSettings, store: Store) -> ScanStats:
@@ -140,7 +180,7 @@ async def scan_job(settings: RunSettings, store: Store) -> ScanStats:
     stats = ScanStats()
     keep = Filter(settings.include, settings.exclude)
     capture = PathPattern.parse(settings.capture_pattern)
-    await scan_into(store, job, settings.roots, keep, stats, capture)
+    await scan_into(store, job, settings.roots, keep, stats, capture, min_age_s=settings.min_age_s)
     return stats
 
 
@@ -286,7 +326,14 @@ async def _scan(run: _Run) -> None:
     capture = PathPattern.parse(run.settings.capture_pattern)
     try:
         await scan_into(
-            run.store, run.job, run.settings.roots, keep, run.scan, capture, run.wake.set
+            run.store,
+            run.job,
+            run.settings.roots,
+            keep,
+            run.scan,
+            capture,
+            run.wake.set,
+            run.settings.min_age_s,
         )
     finally:
         run.scan.finished = True
@@ -317,6 +364,7 @@ async def _coordinate(run: _Run, governor: RateGovernor) -> None:
             log.warning("coordination with the job's other workers failed: %s", exc)
             continue
         governor.set_share(run.settings.rate_per_s / seen.live)
+        run.live_workers = seen.live
         if seen.reclaimed:
             log.info("%d items of a dead worker are pending again", seen.reclaimed)
             run.wake.set()
@@ -325,10 +373,16 @@ async def _coordinate(run: _Run, governor: RateGovernor) -> None:
 
 
 async def _progress(run: _Run, stats: PoolStats, left_at_start: int) -> None:
-    """Report progress: a live panel on a terminal, else a log line every N seconds."""
+    """Report progress: a live panel on a terminal, else a log line every N seconds.
+
+    What is left is the job's: a `run` works alone and counts it in memory from the start;
+    `work` shares the job, so it counts it again at each report (cheap on the status index)
+    and estimates the ETA at the rate of every live worker together.
+    """
     live = run.settings.live_progress
     every_s = LIVE_REFRESH_S if live else run.settings.progress_every_s
     last_calls, last_at = 0, time.monotonic()
+    left: int | None = left_at_start
     with LiveProgress() if live else LineProgress() as reporter:
         while True:
             await asyncio.sleep(every_s)
@@ -336,11 +390,16 @@ async def _progress(run: _Run, stats: PoolStats, left_at_start: int) -> None:
             rate = (stats.calls - last_calls) / (now - last_at)
             last_calls, last_at = stats.calls, now
             c = run.committed
-            finished = c.get("done", 0) + c.get("failed", 0) + c.get("skipped", 0)
-            left = max(left_at_start + run.scan.queued - finished, 0)
+            job_rate = None
+            if run.kind == "work":
+                left = await _job_left(run, left)
+                job_rate = rate * run.live_workers
+            else:
+                finished = c.get("done", 0) + c.get("failed", 0) + c.get("skipped", 0)
+                left = max(left_at_start + run.scan.queued - finished, 0)
             reporter.show(
                 Snapshot(
-                    scanned=run.scan.files,
+                    scanned=run.scan.files if run.settings.roots else None,
                     scan_finished=run.scan.finished,
                     done=c.get("done", 0),
                     failed=c.get("failed", 0),
@@ -349,8 +408,17 @@ async def _progress(run: _Run, stats: PoolStats, left_at_start: int) -> None:
                     calls=stats.calls,
                     calls_per_s=rate,
                     left=left,
+                    job_calls_per_s=job_rate,
                 )
             )
+
+
+async def _job_left(run: _Run, last: int | None) -> int | None:
+    try:
+        return (await run.store.pending_state(run.job, run.worker_id)).left
+    except Exception as exc:  # a missed count is harmless; the next report tries again
+        log.debug("counting what is left failed: %s", exc)
+        return last
 
 
 @contextlib.contextmanager

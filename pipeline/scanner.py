@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import stat
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
@@ -73,22 +74,75 @@ class ScanStats:
     files: int = 0  # files matched (new, known, or changed since)
     queued: int = 0  # of those, queued by this scan: new, or changed since
     unreadable_dirs: int = 0
+    too_recent: int = 0  # modified within --min-age: left for the next run
+    captured: int = 0  # files whose path the capture pattern matched
+    recaptured: int = 0  # known items the pattern gave a (new) camera or capture time
     finished: bool = False
 
 
+def distinct_roots(roots: Sequence[str], keep: Filter) -> list[str]:
+    """The roots to walk, each file once: a root given twice, or inside another root whose
+    walk reaches it, is dropped (`run /archive /archive/cam01` must not count cam01 twice).
+    A root the outer walk would not reach (an excluded or symlinked folder on the way, a
+    file the globs leave out) stays: given by name, it is walked by itself."""
+    absolute = list(dict.fromkeys(os.path.abspath(root) for root in roots))
+    return [r for r in absolute if not any(_reaches(o, r, keep) for o in absolute if o != r)]
+
+
+def _reaches(outer: str, root: str, keep: Filter) -> bool:
+    """Whether walking `outer` yields `root` (a file) or descends into it (a folder)."""
+    if not os.path.isdir(outer) or not root.startswith(outer.rstrip(os.sep) + os.sep):
+        return False
+    parts = os.path.relpath(root, outer).split(os.sep)
+    for depth, name in enumerate(parts, start=1):
+        rel, path = "/".join(parts[:depth]), os.path.join(outer, *parts[:depth])
+        if os.path.isdir(path) and not os.path.islink(path):  # a folder the walk enters
+            if keep.excludes(name, rel):
+                return False
+        elif depth < len(parts) or os.path.isdir(path):
+            return False  # behind a file or a symlinked folder, which the walk never enters
+        else:
+            return keep.includes(name, rel)  # a file: taken if the globs take it
+    return True
+
+
 def walk(
-    roots: Sequence[str], keep: Filter, stats: ScanStats, capture: PathPattern | None = None
+    roots: Sequence[str],
+    keep: Filter,
+    stats: ScanStats,
+    capture: PathPattern | None = None,
+    min_age_s: float = 0.0,
 ) -> Iterator[Found]:
-    """Yield every file under `roots` that `keep` includes, depth first, in directory order.
+    """Yield every file under `roots` that `keep` includes, depth first, in directory order,
+    each once however the roots overlap.
 
     Symlinked folders are not followed (no loops, no escaping the tree); symlinked files are.
     A link whose target is gone (or loops) is still yielded, so that its item records why it
     could not be sent. FIFOs, sockets and devices are passed over: reading one could block.
+    Files modified less than `min_age_s` ago (a camera may still be writing them) are left
+    for the next scan, counted in `stats.too_recent`.
     """
+    newest_mtime = time.time() - min_age_s if min_age_s > 0 else None
+    yield from _walk(distinct_roots(roots, keep), keep, stats, capture, newest_mtime)
+    if capture is not None and stats.files and not stats.captured:
+        log.warning(
+            "the capture pattern %r matched none of the %d paths: camera and capture time "
+            "come from EXIF or mtime",
+            capture.regex.pattern,
+            stats.files,
+        )
+
+
+def _walk(
+    roots: Sequence[str],
+    keep: Filter,
+    stats: ScanStats,
+    capture: PathPattern | None,
+    newest_mtime: float | None,
+) -> Iterator[Found]:
     for root in roots:
-        root = os.path.abspath(root)
         if not os.path.isdir(root):
-            found = _found(root, stats, capture)
+            found = _found(root, stats, capture, newest_mtime)
             if found is not None:
                 yield found
             continue
@@ -109,7 +163,7 @@ def walk(
                         except OSError:
                             continue
                         if keep.includes(entry.name, rel):
-                            found = _found(entry.path, stats, capture)
+                            found = _found(entry.path, stats, capture, newest_mtime)
                             if found is not None:
                                 yield found
             except OSError as exc:
@@ -118,7 +172,9 @@ def walk(
             stack.extend(reversed(subfolders))
 
 
-def _found(path: str, stats: ScanStats, capture: PathPattern | None) -> Found | None:
+def _found(
+    path: str, stats: ScanStats, capture: PathPattern | None, newest_mtime: float | None = None
+) -> Found | None:
     try:
         st = os.stat(path)
     except OSError:
@@ -126,6 +182,9 @@ def _found(path: str, stats: ScanStats, capture: PathPattern | None) -> Found | 
             return None  # gone since it was listed
         st = None  # a broken or looping link: enqueued, the worker records why
     if st is not None and not stat.S_ISREG(st.st_mode):
+        return None
+    if st is not None and newest_mtime is not None and st.st_mtime > newest_mtime:
+        stats.too_recent += 1
         return None
     stats.files += 1
     size, mtime = (st.st_size, st.st_mtime) if st else (0, 0.0)
@@ -135,6 +194,8 @@ def _found(path: str, stats: ScanStats, capture: PathPattern | None) -> Found | 
         # The database stores text: keep the escaped name, and the real bytes beside it.
         path, raw_path = shown, os.fsencode(path)
     camera, captured_at = capture.match(path) if capture else (None, None)
+    if camera is not None or captured_at is not None:
+        stats.captured += 1
     return Found(path, size, mtime, raw_path, camera, captured_at)
 
 
@@ -171,13 +232,14 @@ async def scan_into(
     stats: ScanStats,
     capture: PathPattern | None = None,
     on_batch: Callable[[], None] = lambda: None,
+    min_age_s: float = 0.0,
 ) -> None:
     """Walk `roots` and enqueue what `keep` includes in batches, calling `on_batch` after each.
 
     The walk of the next batch (a thread, mostly system calls) overlaps the insert of this one
     (the database's thread), so neither waits for the other: at most two batches in memory.
     """
-    files = walk(roots, keep, stats, capture)
+    files = walk(roots, keep, stats, capture, min_age_s)
 
     def take() -> list[Found]:
         return list(islice(files, SCAN_BATCH_FILES))
@@ -186,7 +248,9 @@ async def scan_into(
     try:
         while batch := await walking:
             walking = asyncio.ensure_future(in_daemon_thread(take))
-            stats.queued += await store.add_items(job, batch)
+            added = await store.add_found(job, batch)
+            stats.queued += added.queued
+            stats.recaptured += added.recaptured
             on_batch()
     finally:
         # On an error or a stop the walk's thread, if busy, finishes its batch on its own (it

@@ -4,10 +4,17 @@ Only migrations in migrations/ create or change them; `tests/integration/test_mi
 checks that `alembic upgrade head` yields exactly this metadata on SQLite and PostgreSQL.
 
 All times are stored as naive UTC (`timestamp without time zone` on PostgreSQL), so the same SQL
-compares them on both databases.
+compares them on both databases. The times people query (`captured_at`, `recognized_at`, the
+attempts' `started_at`) are `Seconds`: `YYYY-MM-DD HH:MM:SS` on both, so
+`captured_at = '2026-11-24 18:42:14'` finds the same rows in sqlite3 and psql. The bookkeeping
+times (jobs' and items' created/updated, retry times, leases, heartbeats) keep microseconds:
+ordering within a second depends on them.
 """
 
 from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -26,6 +33,8 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+from sqlalchemy.dialects import sqlite
+from sqlalchemy.types import TypeDecorator
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -36,6 +45,23 @@ NAMING_CONVENTION = {
 }
 
 metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Seconds(TypeDecorator):
+    """A time to the second: stored `YYYY-MM-DD HH:MM:SS` on SQLite (not SQLAlchemy's default
+    `...:SS.ffffff`) and without a fraction on PostgreSQL, the same text on both."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Any) -> Any:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(sqlite.DATETIME(truncate_microseconds=True))
+        return dialect.type_descriptor(DateTime())
+
+    def process_bind_param(self, value: Any, dialect: Any) -> Any:
+        return value.replace(microsecond=0) if isinstance(value, datetime) else value
+
 
 # SQLite only auto-increments a column declared exactly INTEGER PRIMARY KEY.
 ItemId = BigInteger().with_variant(Integer(), "sqlite")
@@ -88,7 +114,7 @@ items = Table(
     # Where and when the picture was taken: from the path pattern, else EXIF, else mtime
     # (the camera's local wall-clock time, as the archive records it).
     Column("camera", Text),
-    Column("captured_at", DateTime),
+    Column("captured_at", Seconds),
     Column("lease_owner", String(36)),
     Column("lease_expires_at", DateTime),
     Column("created_at", DateTime, nullable=False),
@@ -114,7 +140,7 @@ recognitions = Table(
     Column("raw_response", Text, nullable=False),
     # NHN's resultCode: 0, or 4000201 / 5004003 for a picture recognized without a plate.
     Column("result_code", Integer, nullable=False, server_default="0"),
-    Column("recognized_at", DateTime, nullable=False),
+    Column("recognized_at", Seconds, nullable=False),
 )
 
 plates = Table(
@@ -141,7 +167,7 @@ attempts = Table(
     Column("id", ItemId, primary_key=True),
     Column("item_id", ItemId, ForeignKey("items.id", ondelete="CASCADE"), nullable=False),
     Column("attempt", Integer, nullable=False),
-    Column("started_at", DateTime, nullable=False),
+    Column("started_at", Seconds, nullable=False),
     Column("duration_ms", Integer, nullable=False),
     # done | retry | failed | fatal | paused | throttled (pipeline.outcomes.CallResult)
     Column("outcome", String(16), nullable=False),

@@ -152,6 +152,48 @@ _REQUEUE = (
 
 
 @dataclass(frozen=True, slots=True)
+class KnownFile:
+    """What a job recorded of a file when it was last scanned."""
+
+    status: str
+    size: int
+    mtime: float
+
+
+def requeues(known: KnownFile, found: Found) -> bool:
+    """A rescan queues a known file again when it changed (size or mtime) since, unless it
+    is in flight: one rule for `add_items` and the dry run that predicts it."""
+    return (known.size != found.size or known.mtime != found.mtime) and known.status != "running"
+
+
+def _recaptures(found: Found, camera: str | None, captured_at: datetime | None) -> bool:
+    """The path pattern tells something the item does not hold yet."""
+    return (found.camera is not None and found.camera != camera) or (
+        found.captured_at is not None and found.captured_at != captured_at
+    )
+
+
+# A later --capture-pattern re-dates items already known, at no call: what it finds wins.
+_RECAPTURE = (
+    update(items)
+    .where(items.c.id == bindparam("item_id"))
+    .values(
+        camera=func.coalesce(bindparam("new_camera", type_=Text), items.c.camera),
+        captured_at=func.coalesce(
+            bindparam("new_captured_at", type_=items.c.captured_at.type), items.c.captured_at
+        ),
+        updated_at=bindparam("now"),
+    )
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Added:
+    queued: int  # new, or changed since last seen
+    recaptured: int  # known, and given a camera or capture time by the path pattern
+
+
+@dataclass(frozen=True, slots=True)
 class Job:
     id: int
     name: str
@@ -188,6 +230,16 @@ class PendingState:
 
 
 @dataclass(frozen=True, slots=True)
+class LiveWorker:
+    """A process registered on a job and alive, as `status` shows it."""
+
+    host: str
+    pid: int
+    kind: str  # run | work
+    heartbeat_age_s: float
+
+
+@dataclass(frozen=True, slots=True)
 class JobSummary:
     name: str
     counts: dict[str, int]  # status -> items
@@ -196,18 +248,36 @@ class JobSummary:
     created_at: datetime
     last_activity: datetime | None
     calls_per_s: float = 0.0  # over the last RATE_WINDOW_S, across every process of the job
+    halted: str | None = None  # why a fatal answer halted the job, until the next start
+    workers: tuple[LiveWorker, ...] = ()  # the live processes working on it
 
     @property
     def total(self) -> int:
         return sum(self.counts.values())
 
     @property
+    def live(self) -> bool:
+        return bool(self.workers)
+
+    @property
+    def left(self) -> int:
+        return self.counts["pending"] + self.counts["running"]
+
+    @property
+    def orphaned(self) -> int:
+        """Items left `running` by a process that is gone: pending again at the next start.
+        (With live workers, theirs are in flight; a dead peer's go back within a second.)"""
+        return 0 if self.live else self.counts["running"]
+
+    @property
     def eta_s(self) -> float | None:
-        """Seconds until the pending items are through, at the recent rate."""
-        left = self.counts["pending"] + self.counts["running"]
-        if not left:
+        """Seconds until the pending items are through, at the recent rate; None when
+        nothing is running (no rate to go by) or the rate is unknown."""
+        if not self.left:
             return 0.0
-        return left / self.calls_per_s if self.calls_per_s > 0 else None
+        if not self.live or self.calls_per_s <= 0:
+            return None
+        return self.left / self.calls_per_s
 
 
 async def _touch(connection: AsyncConnection, job: Job, now: datetime, *, calls: int = 0) -> None:
@@ -225,6 +295,12 @@ _NEW_ITEM_COLUMNS = (
 )  # fmt: skip
 
 
+def _bind(type_: Any, dialect: Any) -> Callable[[datetime | None], Any]:
+    """The column type's own conversion of a datetime for the driver."""
+    processor = type_.dialect_impl(dialect).bind_processor(dialect)
+    return lambda value: processor(value) if processor is not None and value is not None else value
+
+
 class _BulkInsert:
     """A million-row executemany without SQLAlchemy's per-row work.
 
@@ -238,10 +314,8 @@ class _BulkInsert:
         compiled = statement.compile(dialect=dialect, column_keys=list(columns))
         self.sql = compiled.string
         self.reorder = operator.itemgetter(*(columns.index(k) for k in compiled.positiontup))
-        processor = DateTime().dialect_impl(dialect).bind_processor(dialect)
-        self.stamp: Callable[[datetime | None], Any] = lambda value: (
-            processor(value) if processor is not None and value is not None else value
-        )
+        self.stamp = _bind(DateTime(), dialect)
+        self.stamp_seconds = _bind(items.c.captured_at.type, dialect)
 
     async def execute(self, connection: AsyncConnection, rows: Iterable[tuple]) -> int:
         """Rows inserted (SQLite's driver counts them; asyncpg says -1)."""
@@ -440,6 +514,29 @@ class Store:
             await connection.execute(delete(workers).where(workers.c.id == worker_id))
 
     @_retried
+    async def live_workers(self, job: Job) -> list[LiveWorker]:
+        """The job's registered processes that are alive, read only (the dead are left for
+        the next worker to clear)."""
+        async with self._begin(writes=False) as connection:
+            return (await self._live_workers(connection, [job.id])).get(job.id, [])
+
+    async def _live_workers(
+        self, connection: AsyncConnection, job_ids: Sequence[int]
+    ) -> dict[int, list[LiveWorker]]:
+        host, now = socket.gethostname(), utcnow()
+        rows = (
+            await connection.execute(
+                select(workers).where(workers.c.job_id.in_(job_ids)).order_by(workers.c.started_at)
+            )
+        ).all()
+        live: dict[int, list[LiveWorker]] = {}
+        for row in rows:
+            if not _is_dead(row, host, now):
+                age = max((now - row.heartbeat_at).total_seconds(), 0.0)
+                live.setdefault(row.job_id, []).append(LiveWorker(row.host, row.pid, row.kind, age))
+        return live
+
+    @_retried
     async def reclaim_orphans(self, job: Job) -> int:
         """Items left `running` by workers that are no longer registered go back to pending."""
         async with self._begin() as connection:
@@ -460,27 +557,33 @@ class Store:
 
     # -- the queue ----------------------------------------------------------------------------
 
-    @_retried
     async def add_items(self, job: Job, found: Sequence[Found]) -> int:
-        """Enqueue found files; the number queued (new, or changed since they were seen).
+        """Enqueue found files; the number queued (new, or changed since they were seen)."""
+        return (await self.add_found(job, found)).queued
+
+    @_retried
+    async def add_found(self, job: Job, found: Sequence[Found]) -> Added:
+        """Enqueue found files: how many were queued (new, or changed since they were seen)
+        and how many known items took a camera or capture time from the path pattern.
 
         A path already in the job keeps its state, unless the file changed (size or mtime)
         since: then it is queued again and its old reads, which describe the old file, go.
-        An item in flight is left alone.
+        An item in flight is left alone. An unchanged item takes the camera and capture time
+        the pattern now finds in its path, if they differ: re-dated at no call.
 
         Set-wise, never a statement per file: new paths go in by one executemany; only when
         some were known already (a rescan) are those rows looked up through the (job, path)
         index, to find the changed ones and requeue them by id.
         """
         if not found:
-            return 0
+            return Added(0, 0)
         now = utcnow()
         new = {f.path: f for f in found}  # a path twice in one batch is one item
         bulk = self._insert_new_items
         stamp = bulk.stamp(now)
         rows = [
-            (job.id, f.path, f.raw_path, f.camera, bulk.stamp(f.captured_at), f.size, f.mtime,
-             stamp, stamp)
+            (job.id, f.path, f.raw_path, f.camera, bulk.stamp_seconds(f.captured_at), f.size,
+             f.mtime, stamp, stamp)
             for f in new.values()
         ]  # fmt: skip
         async with self._begin() as connection:
@@ -496,16 +599,20 @@ class Store:
                 known = [] if counted == len(new) else list(new)  # which ones: see below
             if not known:
                 await _touch(connection, job, now)
-                return len(new)  # all new, as in every batch of a first scan
+                return Added(len(new), 0)  # all new, as in every batch of a first scan
             known_rows = await connection.execute(self._known_items(job, known))
-            queued, changed = len(new), []
-            for item_id, path, size, mtime, status, created_at in known_rows:
+            queued, changed, recaptured = len(new), [], []
+            for item_id, path, size, mtime, status, created_at, camera, captured_at in known_rows:
                 if created_at == now:
                     continue  # inserted just now (SQLite does not say which)
                 queued -= 1
                 f = new[path]
-                if (size != f.size or mtime != f.mtime) and status != "running":
+                if requeues(KnownFile(status, size, mtime), f):
                     changed.append(_requeue_row(item_id, f, now))
+                elif _recaptures(f, camera, captured_at):
+                    recaptured.append(_requeue_row(item_id, f, now))
+            if recaptured:
+                await connection.execute(_RECAPTURE, recaptured)
             if changed:
                 await connection.execute(_REQUEUE, changed)
                 # Their old reads describe the old file.
@@ -514,15 +621,15 @@ class Store:
                 await connection.execute(
                     delete(recognitions).where(recognitions.c.item_id.in_(ids))
                 )
-            if queued or changed:
+            if queued or changed or recaptured:
                 await _touch(connection, job, now)
-        return queued + len(changed)
+        return Added(queued + len(changed), len(recaptured))
 
     def _known_items(self, job: Job, paths: list[str]) -> Any:
         """The job's items at `paths`, for add_items to compare with what the scan found."""
         columns = (
             items.c.id, items.c.path, items.c.size, items.c.mtime, items.c.status,
-            items.c.created_at,
+            items.c.created_at, items.c.camera, items.c.captured_at,
         )  # fmt: skip
         if not self._postgres:
             return select(*columns).where(items.c.job_id == job.id, items.c.path.in_(paths))
@@ -681,7 +788,12 @@ class Store:
             job_rows = (
                 await connection.execute(
                     select(
-                        jobs.c.id, jobs.c.name, jobs.c.created_at, jobs.c.updated_at, jobs.c.calls
+                        jobs.c.id,
+                        jobs.c.name,
+                        jobs.c.created_at,
+                        jobs.c.updated_at,
+                        jobs.c.calls,
+                        jobs.c.halted,
                     )
                     .where(*job_filter)
                     .order_by(jobs.c.id)
@@ -702,6 +814,7 @@ class Store:
                     .group_by(items.c.job_id, items.c.error_code)
                 )
             ).all()
+            live = await self._live_workers(connection, job_ids)
             now = utcnow()
             recent = {
                 job_id: (calls, first)
@@ -720,6 +833,7 @@ class Store:
                 job_counts,
                 [c[1:] for c in codes if c[0] == job_row.id],
                 _rate(*recent.get(job_row.id, (0, None)), now),
+                tuple(live.get(job_row.id, ())),
             )
             for job_row, job_counts in zip(job_rows, counts, strict=True)
         ]
@@ -798,35 +912,67 @@ class Store:
             async for row in rows:
                 yield row
 
-    async def known_states(self, job_name: str, paths: Sequence[str]) -> dict[str, str]:
-        """path -> status for those of `paths` the job has; {} for a fresh database."""
+    async def job_items(
+        self, job: Job, statuses: Sequence[str] = (), codes: Sequence[str] = ()
+    ) -> AsyncIterator[Any]:
+        """The job's items (only those in `statuses`, with `codes`, when given) with their
+        reasons, streamed in path order: what `platepipe items` lists."""
+        statement = (
+            select(
+                items.c.path,
+                items.c.status,
+                items.c.attempts,
+                items.c.error_code,
+                items.c.error_message,
+                items.c.camera,
+                items.c.captured_at,
+                items.c.updated_at,
+            )
+            .where(items.c.job_id == job.id)
+            .order_by(items.c.path)
+        )
+        if statuses:
+            statement = statement.where(items.c.status.in_(statuses))
+        if codes:
+            statement = statement.where(items.c.error_code.in_(codes))
+        async with self._begin(writes=False) as connection:
+            rows = await connection.stream(statement.execution_options(yield_per=EXPORT_CHUNK))
+            async for row in rows:
+                yield row
+
+    async def known_files(self, job_name: str, paths: Sequence[str]) -> dict[str, KnownFile]:
+        """path -> what the job knows of the file, for those of `paths` it has; {} for a
+        fresh database. What `add_items` compares a scan with, read without writing."""
         query = (
-            select(items.c.path, items.c.status)
+            select(items.c.path, items.c.status, items.c.size, items.c.mtime)
             .join(jobs, jobs.c.id == items.c.job_id)
             .where(jobs.c.name == job_name, items.c.path.in_(paths))
         )
         rows = await self._read_if_schema(query)
-        return dict(rows) if rows is not None else {}
+        return {path: KnownFile(*rest) for path, *rest in rows or ()}
 
-    async def count_pending(self, job_name: str) -> int:
-        """Items of the job a run would send (pending or left running); 0 if none yet."""
+    async def unfinished_files(self, job_name: str) -> AsyncIterator[tuple[str, bytes | None]]:
+        """(path, raw_path) of the job's pending and running items, which a run sends (a dead
+        run's `running` ones are reclaimed at its start), streamed; none without a schema."""
         query = (
-            select(func.count())
+            select(items.c.path, items.c.raw_path)
             .select_from(items.join(jobs, jobs.c.id == items.c.job_id))
             .where(jobs.c.name == job_name, items.c.status.in_(("pending", "running")))
+            .order_by(items.c.id)
         )
-        rows = await self._read_if_schema(query)
-        return rows[0][0] if rows is not None else 0
+        async with self._begin(writes=False) as connection:
+            if not await connection.run_sync(_has_schema):
+                return
+            rows = await connection.stream(query.execution_options(yield_per=EXPORT_CHUNK))
+            async for path, raw_path in rows:
+                yield path, raw_path
 
     async def _read_if_schema(self, query: Any) -> list[Any] | None:
         """The query's rows, or None when the database has no schema yet (a dry run on a
         database no run has used): read-only commands do not create it."""
 
-        def has_schema(connection: Any) -> bool:
-            return inspect(connection).has_table("items")
-
         async with self._begin(writes=False) as connection:
-            if not await connection.run_sync(has_schema):
+            if not await connection.run_sync(_has_schema):
                 return None
             return list((await connection.execute(query)).all())
 
@@ -845,7 +991,9 @@ _SET_STATE = (
         error_code=bindparam("b_error_code"),
         error_message=bindparam("b_error_message"),
         next_attempt_at=bindparam("b_next_attempt_at"),
-        captured_at=func.coalesce(items.c.captured_at, bindparam("b_captured_at", type_=DateTime)),
+        captured_at=func.coalesce(
+            items.c.captured_at, bindparam("b_captured_at", type_=items.c.captured_at.type)
+        ),
         size=func.coalesce(bindparam("b_size", type_=BigInteger), items.c.size),
         mtime=func.coalesce(bindparam("b_mtime", type_=Float), items.c.mtime),
         lease_owner=None,
@@ -937,6 +1085,10 @@ def _check_sqlite_file(url: str) -> None:
         )
 
 
+def _has_schema(connection: Any) -> bool:
+    return inspect(connection).has_table("items")
+
+
 def _is_dead(worker: Any, host: str, now: datetime) -> bool:
     """On this host the pid says it for sure; elsewhere, a heartbeat that stopped."""
     if worker.host == host:
@@ -987,6 +1139,7 @@ def _summary(
     counts: Sequence[tuple[str, int]],
     codes: Sequence[tuple[str, int]],
     calls_per_s: float,
+    live: tuple[LiveWorker, ...],
 ) -> JobSummary:
     by_status = dict.fromkeys(STATUSES, 0)
     by_status.update(counts)
@@ -998,7 +1151,9 @@ def _summary(
         job_row.created_at,
         job_row.updated_at,
         calls_per_s,
+        job_row.halted,
+        live,
     )
 
 
-__all__ = ["ClaimedItem", "Job", "JobSummary", "Store", "utcnow"]
+__all__ = ["ClaimedItem", "Job", "JobSummary", "LiveWorker", "Store", "utcnow"]

@@ -362,8 +362,8 @@ def test_bad_config_files_are_one_line_errors(tmp_path, platepipe_env):
 
 def dry_run_numbers(output: str) -> dict[str, int]:
     found = re.search(
-        r"(\d+) files found; (\d+) new, (\d+) pending, (\d+) already finished, "
-        r"(\d+) would be skipped without a call.*?about (\d+) calls",
+        r"(\d+) files found; (\d+) new, \d+ changed, (\d+) pending, (\d+) already finished, "
+        r"(\d+) would be skipped without a call.*?would make (\d+) calls",
         output,
         re.DOTALL,
     )
