@@ -69,7 +69,8 @@ def format_jobs_line(summary: JobSummary) -> str:
     state = "live" if summary.live else "idle"
     if summary.halted:
         state = f"HALTED ({summary.halted})"
-    return f"{summary.name}\t{summary.total} items ({counts})\t{state}\tlast activity {when}"
+    items = plural(summary.total, "item")
+    return f"{summary.name}\t{items} ({counts})\t{state}\tlast activity {when}"
 
 
 def format_report(report: Any) -> str:
