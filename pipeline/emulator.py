@@ -136,6 +136,19 @@ RESULT_MESSAGES = {
     OCR_API_FAIL: "Vehicle Plate OCR Api fail.",
     OCR_API_RETURN_EMPTY: "Vehicle Plate OCR Api returned empty body.",
     OCR_RECOGNITION_FAIL: "Vehicle Plate OCR failed to recognize the vehicle plate.",
+    # The rest of NHN's table: codes that stop a run (or fail an image) for everyone alike,
+    # given only as faults a test asks for by name.
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    415: "Unsupported Media Type",
+    4000401: "The service is not enabled.",
+    4010002: "Invalid uuid.",
+    4010003: "Not allowed user.",
+    4010004: "Invalid project.",
+    4010005: "Unauthorized role.",
 }
 # The answers an image gets on its own merits; faults and refusals never use these codes.
 IMAGE_ANSWER_CODES = frozenset({SUCCESS, PLATE_NOT_FOUND})

@@ -14,16 +14,17 @@ A fault is one of these kinds (``FAULT_KINDS``):
 
     5000001, -1, 4000006,  the NHN JSON envelope, HTTP 200, isSuccessful false, that resultCode
     5000503, 5004001,      and NHN's resultMessage for it, no ``result``
-    5004002, 5004003
+    5004002, and the
+    FINAL_FAULT_CODES
     http_502, http_503     a bare gateway error page
     http_429               a gateway's "too many requests" with Retry-After: 1
     bad_json               HTTP 200 whose body is cut-off JSON
     drop                   the connection is closed without any answer
     slow                   the real answer, but only after ``slow_seconds``
 
-Without a choice, every kind but 5004003 is drawn (``DEFAULT_FAULT_KINDS``): 5004003 (a plate
-seen but not read) is a final answer for the image, not a passing fault, so a chaos run that
-compares every image's stored plates with its real answer must not get it by chance.
+Without a choice, every kind but the ``FINAL_FAULT_CODES`` is drawn (``DEFAULT_FAULT_KINDS``):
+5004003 (a plate seen but not read) is a final answer for the image, and the fatal codes
+(4010002, 403, ...) end a run, so a chaos run must not get them by chance; a test names them.
 """
 
 from __future__ import annotations
@@ -37,11 +38,17 @@ from typing import Any
 import click
 from aiohttp import web
 
+# Codes that end an image or the whole run whatever comes next: drawn only when named.
+FINAL_FAULT_CODES = (
+    "5004003",  # a plate seen but not read: a final answer for the image
+    *("4000005", "4000401", "4010002", "4010003", "4010004", "4010005"),  # fatal for a run
+    *("401", "403", "404", "405"),  # fatal as resultCodes too
+    *("400", "415"),  # permanent for the image
+)
 JSON_FAULT_CODES = {
     code: int(code)
-    for code in ("5000001", "-1", "4000006", "5000503", "5004001", "5004002", "5004003")
+    for code in ("5000001", "-1", "4000006", "5000503", "5004001", "5004002", *FINAL_FAULT_CODES)
 }
-RECOGNITION_FAIL = "5004003"
 # What a call past the rate limit is answered: API_CALL_LIMIT_EXCEEDED, or
 # API_TEMPORARILY_UNAVAILABLE as NHN answers when its upstream rate-limits.
 LIMIT_CODES = (4000006, 5000503)
@@ -54,7 +61,7 @@ _GATEWAY_PAGES = {
     "http_429": (429, "Too Many Requests"),
 }
 FAULT_KINDS = (*JSON_FAULT_CODES, *_GATEWAY_PAGES, BAD_JSON, DROP, SLOW)
-DEFAULT_FAULT_KINDS = tuple(kind for kind in FAULT_KINDS if kind != RECOGNITION_FAIL)
+DEFAULT_FAULT_KINDS = tuple(kind for kind in FAULT_KINDS if kind not in FINAL_FAULT_CODES)
 
 DEFAULT_SLOW_SECONDS = 5.0
 RETRY_AFTER_SECONDS = 1
@@ -198,13 +205,14 @@ def fault_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--faults",
             default=None,
-            show_default="all but 5004003",
+            show_default="all but the final codes",
             callback=_parse_faults,
             help="Comma-separated fault kinds to pick from, e.g. --faults http_502,drop,slow. "
-            "5000001, -1, 4000006, 5000503, 5004001, 5004002, 5004003: that resultCode with "
-            "NHN's message; http_502, http_503: a gateway error page; http_429: with "
-            "Retry-After: 1; bad_json: cut-off JSON; drop: close the connection unanswered; "
-            "slow: answer after --slow-seconds.",
+            "5000001, -1, 4000006, 5000503, 5004001, 5004002: that resultCode with NHN's "
+            "message; final codes, drawn only when named: 5004003, 4000005, 4000401, "
+            "4010002-4010005, 401, 403, 404, 405, 400, 415; http_502, http_503: a gateway "
+            "error page; http_429: with Retry-After: 1; bad_json: cut-off JSON; drop: close "
+            "the connection unanswered; slow: answer after --slow-seconds.",
         ),
         click.option(
             "--seed",
