@@ -4,10 +4,9 @@ and odd settings never cost a traceback or an echo."""
 
 from __future__ import annotations
 
-import re
-
 import asyncio
 import os
+import re
 import shutil
 import socket
 import sqlite3
