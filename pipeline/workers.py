@@ -19,6 +19,7 @@ import aiofiles.os
 
 from pipeline.capture import exif_taken_at, from_mtime
 from pipeline.client import NhnClient
+from pipeline.lease import Lease
 from pipeline.outcomes import Answer, Call, Kind, Outcome
 from pipeline.pacing import Breaker, OutageTooLong, RateGovernor, is_throttle
 from pipeline.store import ClaimedItem, utcnow
@@ -156,6 +157,7 @@ class WorkerPool:
     stop: asyncio.Event
     on_stop: Callable[[str, str | None], None]  # (reason, one-line message) ends the run
     max_requests: int | None = None  # the run's cost cap, in calls
+    lease: Lease | None = None  # no call for an item whose lease may have gone to another worker
     stats: PoolStats = field(default_factory=PoolStats)
     _idle: int = 0  # workers waiting for an item
 
@@ -219,6 +221,12 @@ class WorkerPool:
             await self.governor.acquire()
             if self.stop.is_set():  # stopped while waiting for a turn: spend nothing
                 return release
+            if (
+                self.lease is not None
+                and item.lease is not None
+                and not await self.lease.holds(item.lease, self.stop)
+            ):
+                return release  # taken over while this process was silent, or stopping
             if self.max_requests is not None and self.stats.calls >= self.max_requests:
                 self.on_stop("request cap", None)
                 return release

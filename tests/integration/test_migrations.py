@@ -72,7 +72,7 @@ def test_platepipe_db_upgrade_creates_the_schema(db_url, platepipe_env):
     done = platepipe("db", "upgrade", "--db", db_url, env=platepipe_env)
 
     assert done.returncode == 0, done.stderr
-    assert "revision 0004" in done.stdout
+    assert f"revision {db.HEAD_REVISION}" in done.stdout
     assert schema_differences(db_url)[0] == []
 
 
@@ -98,7 +98,7 @@ def test_an_older_database_is_brought_up_to_date_with_its_data(db_url, platepipe
 
     assert status.returncode == 0, status.stderr
     assert "done 1" in status.stdout
-    assert query(db_url, "SELECT version_num FROM alembic_version") == [("0004",)]
+    assert query(db_url, "SELECT version_num FROM alembic_version") == [(db.HEAD_REVISION,)]
     assert schema_differences(db_url)[0] == []
 
 

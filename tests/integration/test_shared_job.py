@@ -26,7 +26,7 @@ def wait_until(condition, timeout_s: float, what: str) -> float:
 def test_three_workers_share_the_job_and_survive_one_killed(
     tmp_path, postgres_url, start_emulator, platepipe_env
 ):
-    corpus = make_corpus(tmp_path / "archive", 240, large_every=0)
+    corpus = make_corpus(tmp_path / "archive", 360, large_every=0)
     emulator = start_emulator("--rate-limit", str(LIMIT_PER_S), "--latency", "0.05-0.1")
     env = {**platepipe_env, "NHN_OCR_ENDPOINT": emulator.url, "PLATEPIPE_DB": postgres_url}
     scanned = platepipe("scan", "--job", "shared", str(corpus.root), env=env)
@@ -37,11 +37,11 @@ def test_three_workers_share_the_job_and_survive_one_killed(
     workers = [start_platepipe(*args, env=env) for _ in range(3)]
     try:
         wait_until(lambda: emulator.stats()["calls"] >= 60, 60, "the workers to get going")
-        busy = platepipe("run", "--job", "shared", env=env)
-        assert busy.returncode == 1 and "`work`" in busy.stderr  # a lone run must wait
         (victim_id,) = query(
             postgres_url, "SELECT id FROM workers WHERE pid = :pid", pid=workers[1].pid
         )[0]
+        busy = platepipe("run", "--job", "shared", env=env)
+        assert busy.returncode == 1 and "`work`" in busy.stderr  # a lone run must wait
         workers[1].send_signal(signal.SIGKILL)
         taken_over_s = wait_until(
             lambda: (
