@@ -26,7 +26,7 @@ from pipeline.capture import PathPattern, PatternError
 from pipeline.config import SETTINGS, ApiSettings, RunSettings, Secret, default_map
 from pipeline.config import read_config_file as read_config
 from pipeline.errors import EXIT_STOPPED, ConfigError, JobNotFoundError, PipelineError
-from pipeline.report import format_job, format_jobs_line, job_json
+from pipeline.report import format_job, format_jobs_line, format_workers, job_json, workers_json
 from pipeline.store import Store
 
 T = TypeVar("T")
@@ -509,10 +509,13 @@ async def status(store: Store, job: str | None, as_json: bool) -> None:
     summaries = await store.summaries(job)
     if job and not summaries:
         raise JobNotFoundError(f"no job named {job!r}")
+    fleets = {s.name: await store.live_workers(s.name) for s in summaries}
     if as_json:
-        click.echo(json.dumps([job_json(s) for s in summaries], indent=2))
+        shown = [{**job_json(s), "workers": workers_json(fleets[s.name])} for s in summaries]
+        click.echo(json.dumps(shown, indent=2))
         return
-    click.echo("\n\n".join(format_job(s) for s in summaries) or "no jobs yet")
+    shown = [format_job(s) + format_workers(fleets[s.name]) for s in summaries]
+    click.echo("\n\n".join(shown) or "no jobs yet")
 
 
 @cli.command()

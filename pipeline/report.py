@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from pipeline.progress import format_duration
-from pipeline.store import JobSummary
+from pipeline.store import JobSummary, WorkerState
 
 TOP_ERROR_CODES = 5
 
@@ -32,6 +32,30 @@ def format_job(summary: JobSummary) -> str:
         when = summary.last_activity.isoformat(sep=" ", timespec="seconds")
         lines.append(f"  last activity: {when} UTC")
     return "\n".join(lines)
+
+
+def format_workers(workers: list[WorkerState]) -> str:
+    """The live workers of a job, one line each, for under `format_job`; "" when none."""
+    return "".join(
+        f"\n  worker {w.kind} pid {w.pid} on {w.host}: heartbeat {w.heartbeat_age_s:.0f}s ago, "
+        f"{w.items_held} items held"
+        + (f", {w.rate_share:.1f} requests/s" if w.rate_share is not None else "")
+        for w in workers
+    )
+
+
+def workers_json(workers: list[WorkerState]) -> list[dict[str, Any]]:
+    return [
+        {
+            "host": w.host,
+            "pid": w.pid,
+            "kind": w.kind,
+            "heartbeat_age_s": round(w.heartbeat_age_s, 1),
+            "items_held": w.items_held,
+            "rate_share_per_s": w.rate_share,
+        }
+        for w in workers
+    ]
 
 
 def format_jobs_line(summary: JobSummary) -> str:

@@ -319,12 +319,13 @@ async def _coordinate(run: _Run, governor: RateGovernor) -> None:
         try:
             seen = await run.store.coordinate(run.job, run.worker_id, governor.share_per_s)
             if seen.lost:
-                await _register_again(run, asked_at)
-            elif run.lease is not None:
-                run.lease.confirm(asked_at)
+                await _register_again(run, governor, asked_at)
+                continue
         except Exception as exc:  # a missed look is harmless; the next one may get through
             log.warning("coordination with the job's other workers failed: %s", exc)
             continue
+        if run.lease is not None:
+            run.lease.confirm(asked_at)
         governor.set_share(run.settings.rate_per_s / seen.live)
         if seen.reclaimed:
             log.info("%d items of a dead worker are pending again", seen.reclaimed)
@@ -333,7 +334,7 @@ async def _coordinate(run: _Run, governor: RateGovernor) -> None:
             run.request_stop("fatal", seen.halted, spread=False)
 
 
-async def _register_again(run: _Run, asked_at: float) -> None:
+async def _register_again(run: _Run, governor: RateGovernor, asked_at: float) -> None:
     """This worker was silent past the heartbeat timeout (a pause, a partition) and taken for
     dead: its items are someone else's now. Drop them unsent and join again under a new token;
     a `run` whose place another `run` took stops instead."""
@@ -343,7 +344,10 @@ async def _register_again(run: _Run, asked_at: float) -> None:
         "dropping the items it held and registering again"
     )
     try:
-        await run.store.register_worker(run.job, token, kind=run.kind)
+        peers = await run.store.register_worker(run.job, token, kind=run.kind)
+        # As at the start: the others went up to bigger shares meanwhile; wait for room.
+        governor.set_share(run.settings.rate_per_s / (peers + 1))
+        governor.hold(COORDINATE_EVERY_S * 1.5)
     except JobBusyError as exc:
         run.request_stop("taken over", str(exc))
         token = ""  # no registration: nothing held may be sent

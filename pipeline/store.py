@@ -800,11 +800,12 @@ class Store:
         if self._postgres:
             held = held.with_for_update()
         ours = set((await connection.execute(held)).scalars())
-        if len(ours) < len(ids):
+        paid = sum(o.call is not None for o in outcomes if o.item_id not in ours)
+        if paid:
             log.warning(
-                "%d results dropped: their items were taken over while this worker was "
-                "silent, and another worker's result stands",
-                len(ids) - len(ours),
+                "%d answers dropped: their items were taken over while this worker was silent "
+                "(another worker sends or sent them)",
+                paid,
             )
         return [o for o in outcomes if o.item_id in ours]
 
