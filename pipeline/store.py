@@ -396,6 +396,7 @@ class Store:
         items), clear the dead and give their leases back to pending, and learn how many
         share the job and whether it was halted. `lost` when this worker had itself been
         taken for dead: its registration is gone and its items are not its own any more."""
+        await self._keep_worker_lock(worker_id)
         async with self._begin() as connection:
             beat = await connection.execute(
                 update(workers)
@@ -414,17 +415,22 @@ class Store:
                     .values(lease_expires_at=self._now_sql(self.heartbeat_timeout_s))
                 )
             now = await self._clock(connection)
-            live = await self._reap(connection, job, now)
+            live = await self._reap(connection, job, now, me=worker_id)
             reclaimed = await self._reclaim(connection, job, now)
             halted = (
                 await connection.execute(select(jobs.c.halted).where(jobs.c.id == job.id))
             ).scalar_one()
         return Coordination(live=max(len(live), 1), reclaimed=reclaimed, halted=halted, lost=lost)
 
-    async def _reap(self, connection: AsyncConnection, job: Job, now: datetime) -> list[Any]:
-        """Delete the job's dead workers (`_reclaim` then frees their items); the live ones."""
+    async def _reap(
+        self, connection: AsyncConnection, job: Job, now: datetime, me: str | None = None
+    ) -> list[Any]:
+        """Delete the job's dead workers (`_reclaim` then frees their items); the live ones.
+        `me`, the caller, is alive whatever its lock says (`_keep_worker_lock` mends that)."""
         rows = (await connection.execute(select(workers).where(workers.c.job_id == job.id))).all()
         locked = await self._worker_locks(connection)
+        if locked is not None and me is not None:
+            locked.add(_worker_lock_id(me))
         dead = [r for r in rows if self._is_dead(r, now, locked)]
         for row in dead:
             age = (now - row.heartbeat_at).total_seconds()
@@ -481,6 +487,23 @@ class Store:
         except (SQLAlchemyError, OSError) as exc:
             raise DatabaseError(self._describe(exc), transient=_is_transient(exc)) from exc
         self._worker_lock = connection
+
+    async def _keep_worker_lock(self, worker_id: str) -> None:
+        """Take this worker's lock again if its connection was lost (a database restart, a
+        terminated backend): peers that looked meanwhile took it for dead, which its next
+        heartbeat tells it; those that look later see it alive."""
+        if not self._postgres:
+            return
+        connection = self._worker_lock
+        if connection is not None:
+            try:
+                await connection.execute(select(literal(1)))
+                await connection.commit()
+                return
+            except (SQLAlchemyError, OSError) as exc:
+                log.warning("the worker's lock connection was lost (%s): taking it again",
+                            self._describe(exc))  # fmt: skip
+        await self._hold_worker_lock(worker_id)
 
     async def _drop_worker_lock(self) -> None:
         connection, self._worker_lock = self._worker_lock, None
