@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import operator
@@ -56,6 +57,7 @@ log = logging.getLogger(__name__)
 # tests lower it.
 HEARTBEAT_TIMEOUT_ENV = "PLATEPIPE_HEARTBEAT_TIMEOUT_S"
 HEARTBEAT_TIMEOUT_S = 30.0
+CLOCK_SHIFT_IGNORED = timedelta(seconds=1)  # a host this close to the database's clock is on it
 # PostgreSQL advisory lock keys (the two-int form): the first names the purpose.
 REGISTRY_LOCK = 0x504C5031  # held while a job's workers register: one at a time per job
 WORKER_LOCK = 0x504C5032  # held by each worker's own connection while its process lives
@@ -780,10 +782,13 @@ class Store:
         Fencing: with `worker_id`, the lease's token, only outcomes of items still `running`
         under it are stored; the others, whose lease ran out while this worker was silent,
         belong to whoever took them over, and are dropped (their calls are still counted).
+        Times this host set (retry times, call starts) are moved onto the database's clock.
         """
-        now = utcnow()
-        paid = [o for o in outcomes if o.call is not None]
+        host_now = utcnow()
         async with self._begin() as connection:
+            now = await self._clock(connection)
+            outcomes = _on_db_clock(outcomes, now - host_now)
+            paid = [o for o in outcomes if o.call is not None]
             if worker_id is not None:
                 outcomes = await self._still_leased(connection, outcomes, worker_id)
             done = [o for o in outcomes if o.status == "done"]
@@ -1063,6 +1068,22 @@ def _plate_rows(done: Iterable[Outcome]) -> Iterable[dict[str, Any]]:
                 "conf": plate.conf,
                 **dict(zip(_BOX_COLUMNS, box, strict=True)),
             }
+
+
+def _on_db_clock(outcomes: Sequence[Outcome], shift: timedelta) -> Sequence[Outcome]:
+    """`outcomes` with the times this host's clock set moved by `shift`, the database's clock
+    less this host's: a retry due in 10 s is due in 10 s by the clock that `claim_batch` reads,
+    however far this host's clock is off."""
+    if abs(shift) < CLOCK_SHIFT_IGNORED:
+        return outcomes
+    return [
+        dataclasses.replace(
+            o,
+            next_attempt_at=o.next_attempt_at and o.next_attempt_at + shift,
+            call=o.call and dataclasses.replace(o.call, started_at=o.call.started_at + shift),
+        )
+        for o in outcomes
+    ]
 
 
 def _leased(worker_id: str | None) -> list[Any]:
