@@ -479,8 +479,10 @@ class Store:
         try:
             connection = await self.engine.connect()
             try:
+                # Never waits: should another live worker's id hash to the same key (one in
+                # two billion), the key shows both alive and their heartbeats alone tell.
                 await connection.execute(
-                    select(func.pg_advisory_lock(WORKER_LOCK, _worker_lock_id(worker_id)))
+                    select(func.pg_try_advisory_lock(WORKER_LOCK, _worker_lock_id(worker_id)))
                 )
                 await connection.commit()  # a session lock: it outlives the transaction
             except BaseException:
