@@ -26,6 +26,7 @@ CONCURRENCY = 4
 # enough that a loaded test machine never looks silent that long.
 TEST_HEARTBEAT_TIMEOUT_S = 4
 UNSTORED_ANSWERS = 2  # answers a worker received but had not committed yet when paused
+FLEET_RATE = 60  # the fleet tests' --rate, and the emulator's call limit
 SKEW = "+40s"  # past the default heartbeat timeout, as on a camera-site box with NTP broken
 
 needs_root = pytest.mark.skipif(
@@ -164,9 +165,9 @@ def test_a_worker_on_another_host_with_a_clock_40s_off_sends_nothing_twice(
 ):
     corpus, emulator, env = _scanned(
         tmp_path, postgres_url, start_emulator, platepipe_env, 150,
-        "--rate-limit", str(LIMIT_PER_S), "--latency", "0.05-0.1",
+        "--rate-limit", str(FLEET_RATE), "--latency", "0.05-0.1",
     )  # fmt: skip
-    work = ("-m", "pipeline", "work", "--job", "fleet", "--rate", str(LIMIT_PER_S))
+    work = ("-m", "pipeline", "work", "--job", "fleet", "--rate", str(FLEET_RATE))
     work += ("--concurrency", str(CONCURRENCY), "--quiet")
     # Another hostname (its own UTS namespace) and a wall clock 40 s ahead; its monotonic
     # clock is left alone, as NTP trouble leaves it.
@@ -201,9 +202,9 @@ def short_timeout_env(platepipe_env):
 def test_a_worker_paused_past_the_timeout_pays_twice_only_its_calls_in_flight(
     tmp_path, postgres_url, start_emulator, short_timeout_env
 ):
-    rate = 60
+    rate = FLEET_RATE
     corpus, emulator, env = _scanned(
-        tmp_path, postgres_url, start_emulator, short_timeout_env, 300,
+        tmp_path, postgres_url, start_emulator, short_timeout_env, 240,
         "--rate-limit", str(rate), "--latency", "0.1-0.2",
     )  # fmt: skip
     args = ("work", "--job", "fleet", "--rate", str(rate), "--concurrency", str(CONCURRENCY))
@@ -241,13 +242,13 @@ def test_a_worker_stuck_for_good_on_the_same_host_does_not_hold_up_the_job(
     healthy, stuck = (start_platepipe(*args, "--quiet", env=env) for _ in range(2))
     try:
         wait_until(lambda: emulator.stats()["calls"] >= 20, 60, "the workers to get going")
-        shown = platepipe("status", "--job", "fleet", env=env)
-        assert shown.returncode == 0, shown.stderr
-        for pid in (healthy.pid, stuck.pid):
-            assert f"worker work pid {pid} on " in shown.stdout, shown.stdout
         # Stuck in the kernel, say: its pid lives on, its heartbeat stops.
         stuck.send_signal(signal.SIGSTOP)
         stopped_at = time.monotonic()
+        shown = platepipe("status", "--job", "fleet", env=env)
+        assert shown.returncode == 0, shown.stderr
+        for pid in (healthy.pid, stuck.pid):  # until the timeout, both are shown
+            assert f"worker work pid {pid} on " in shown.stdout, shown.stdout
         (err,) = _finish([healthy], TEST_HEARTBEAT_TIMEOUT_S + 60)
         finished_after_s = time.monotonic() - stopped_at
     finally:
@@ -266,7 +267,7 @@ def test_a_worker_stuck_for_good_on_the_same_host_does_not_hold_up_the_job(
 def test_a_run_restarted_as_pid_1_of_a_new_pid_namespace_finishes_the_job(
     tmp_path, postgres_url, start_emulator, platepipe_env
 ):
-    corpus = make_corpus(tmp_path / "archive", 60, large_every=0)
+    corpus = make_corpus(tmp_path / "archive", 40, large_every=0)
     emulator = start_emulator("--latency", "0.1")
     env = {**platepipe_env, "NHN_OCR_ENDPOINT": emulator.url, "PLATEPIPE_DB": postgres_url}
     # As in a container: every start is pid 1, and the previous one's pid is ours.
@@ -306,7 +307,7 @@ def test_two_runs_started_at_once_one_runs_and_one_exits_1(
     corpus = make_corpus(tmp_path / "archive", 30, large_every=0)
     emulator = start_emulator("--latency", "0.1")
     env = {**platepipe_env, "NHN_OCR_ENDPOINT": emulator.url, "PLATEPIPE_DB": postgres_url}
-    args = ("run", "--job", "j", str(corpus.root), "--rate", "15", "--concurrency", "2")
+    args = ("run", "--job", "j", str(corpus.root), "--rate", "20", "--concurrency", "2")
     runs = [start_platepipe(*args, env=env) for _ in range(2)]
     errors = _finish(runs, 120)
 

@@ -60,9 +60,7 @@ async def _set_heartbeat_age(store: Store, worker_id: str, age: timedelta) -> No
     """Make a worker look silent for `age` (as if its process had been paused that long)."""
     async with store.engine.begin() as connection:
         await connection.execute(
-            workers.update()
-            .where(workers.c.id == worker_id)
-            .values(heartbeat_at=utcnow() - age)
+            workers.update().where(workers.c.id == worker_id).values(heartbeat_at=utcnow() - age)
         )
 
 
