@@ -554,22 +554,22 @@ class Store:
     @_retried
     async def live_workers(self, job_name: str) -> list[WorkerState]:
         """The job's workers that are alive by their heartbeat, oldest first (for `status`)."""
+        # Per worker, within the job's running items: a range of the (job, status) index.
         held = (
-            select(items.c.lease_owner, func.count().label("held"))
-            .where(items.c.status == "running")
-            .group_by(items.c.lease_owner)
-            .subquery()
+            select(func.count())
+            .where(
+                items.c.job_id == workers.c.job_id,
+                items.c.status == "running",
+                items.c.lease_owner == workers.c.id,
+            )
+            .scalar_subquery()
         )
         async with self._begin(writes=False) as connection:
             now = await self._clock(connection)
             rows = (
                 await connection.execute(
-                    select(workers, func.coalesce(held.c.held, 0).label("held"))
-                    .select_from(
-                        workers.join(jobs, jobs.c.id == workers.c.job_id).outerjoin(
-                            held, held.c.lease_owner == workers.c.id
-                        )
-                    )
+                    select(workers, held.label("held"))
+                    .join(jobs, jobs.c.id == workers.c.job_id)
                     .where(jobs.c.name == job_name)
                     .order_by(workers.c.started_at)
                 )

@@ -270,3 +270,17 @@ async def test_status_counts_codes_and_last_activity(store: Store):
     names = [s.name for s in await store.summaries()]
     assert names == ["j", "other"]
     assert (await store.summaries("other"))[0].counts["pending"] == 1
+
+
+async def test_live_workers_shows_each_with_its_heartbeat_items_and_share(store: Store):
+    job = await store.ensure_job("j", create=True)
+    await store.add_items(job, [Found(f"/a/{n}.jpg", 10, 1.0) for n in range(3)])
+    await store.register_worker(job, "w1", kind="work")
+    await store.claim_batch(job, "w1", 2)
+    await store.coordinate(job, "w1", rate_share=7.5)
+
+    (shown,) = await store.live_workers("j")
+    assert (shown.host, shown.pid, shown.kind) == (socket.gethostname(), os.getpid(), "work")
+    assert (shown.items_held, shown.rate_share) == (2, 7.5)
+    assert 0 <= shown.heartbeat_age_s < 5
+    assert await store.live_workers("no such job") == []
