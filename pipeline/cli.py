@@ -7,8 +7,10 @@ becomes click's `default_map`, which environment variables and flags override.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import json
+import math
 import os
 import re
 import sys
@@ -20,20 +22,48 @@ from typing import Any, ClassVar, NoReturn, TypeVar
 
 import click
 from click.core import ParameterSource
+from sqlalchemy.engine import make_url
 
 from pipeline import logs
 from pipeline.capture import PathPattern, PatternError
-from pipeline.config import SETTINGS, ApiSettings, RunSettings, Secret, default_map
+from pipeline.config import (
+    CONFIG_ENV,
+    SECRET_KEY_ENV,
+    SETTINGS,
+    ApiSettings,
+    RunSettings,
+    Secret,
+    check_ca_bundle,
+    check_endpoint,
+    clean_key,
+    default_map,
+)
 from pipeline.config import read_config_file as read_config
-from pipeline.errors import EXIT_STOPPED, ConfigError, JobNotFoundError, PipelineError
-from pipeline.report import format_job, format_jobs_line, format_workers, job_json, workers_json
+from pipeline.db import absolute_url, display_url
+from pipeline.errors import (
+    EXIT_FAILED_ITEMS,
+    EXIT_OK,
+    EXIT_STOPPED,
+    ConfigError,
+    JobNotFoundError,
+    PipelineError,
+)
+from pipeline.report import (
+    format_job,
+    format_jobs_line,
+    format_workers,
+    job_json,
+    plural,
+    workers_json,
+)
 from pipeline.store import Store
 
 T = TypeVar("T")
 
 SECONDS_PER_UNIT = {"h": 3600, "m": 60, "s": 1}
-APP_KEY_ENV = "NHN_OCR_APP_KEY"
-SECRET_KEY_ENV = "NHN_OCR_SECRET_KEY"
+APP_KEY_ENV = SETTINGS["app_key"].env
+# What a program killed by SIGPIPE ends with in a shell: the reader of our output went away.
+EXIT_OUTPUT_CLOSED = 128 + 13
 
 
 def run_async(main: Awaitable[T]) -> T:
@@ -42,6 +72,8 @@ def run_async(main: Awaitable[T]) -> T:
         return asyncio.run(main)
     except PipelineError as exc:
         fail(exc)
+    except BrokenPipeError:
+        output_closed()
     except (KeyboardInterrupt, asyncio.CancelledError):
         click.echo("platepipe: interrupted; run again to resume", err=True)
         sys.exit(EXIT_STOPPED)
@@ -52,6 +84,14 @@ def fail(exc: PipelineError) -> NoReturn:
     sys.exit(exc.exit_code)
 
 
+def output_closed() -> NoReturn:
+    """Standard output's reader went away (`platepipe export ... | head -1`): stop quietly,
+    as cat or grep would, with no traceback and no complaint from the exit's own flush."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    sys.exit(EXIT_OUTPUT_CLOSED)
+
+
 def default(key: str) -> Any:
     return SETTINGS[key].default
 
@@ -60,11 +100,20 @@ def default(key: str) -> Any:
 
 
 class Duration(click.ParamType):
-    """Seconds, from `3600`, `90s`, `45m`, `2h` or `1h30m`."""
+    """Seconds, from `3600`, `90s`, `45m`, `2h` or `1h30m`; `positive`: more than zero."""
 
     name = "duration"
 
+    def __init__(self, *, positive: bool = False) -> None:
+        self.positive = positive
+
     def convert(self, value: Any, param: Any, ctx: Any) -> float:
+        seconds = self._seconds(value, param, ctx)
+        if self.positive and seconds <= 0:
+            self.fail(f"{value!r} is no time at all: give a duration above zero", param, ctx)
+        return seconds
+
+    def _seconds(self, value: Any, param: Any, ctx: Any) -> float:
         if isinstance(value, int | float):
             return float(value)
         text = str(value).strip().lower()
@@ -74,6 +123,19 @@ class Duration(click.ParamType):
         if not parts or "".join(n + u for n, u in parts) != text:
             self.fail(f"{value!r} is not a duration like 90m, 2h, 1h30m or 3600", param, ctx)
         return sum(float(n) * SECONDS_PER_UNIT[u] for n, u in parts)
+
+
+class PositiveFloat(click.FloatRange):
+    """A finite number above zero: `nan` and `inf` are not rates or timeouts."""
+
+    def __init__(self) -> None:
+        super().__init__(min=0, min_open=True)
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
 
 
 class ClockTime(click.ParamType):
@@ -94,7 +156,12 @@ class ClockTime(click.ParamType):
 
 
 def positive(kind: type) -> click.ParamType:
-    return click.IntRange(min=1) if kind is int else click.FloatRange(min=0, min_open=True)
+    return click.IntRange(min=1) if kind is int else PositiveFloat()
+
+
+def env(key: str) -> str | None:
+    """The environment variable of a setting: declared once, in config.SETTINGS."""
+    return SETTINGS[key].env
 
 
 def check_pattern(_ctx: Any, _param: Any, value: str | None) -> str | None:
@@ -120,7 +187,7 @@ def options(*decorators: Callable[[Any], Any]) -> Callable[[Any], Any]:
 db_option = click.option(
     "--db",
     "db_url",
-    envvar="PLATEPIPE_DB",
+    envvar=env("db"),
     default=default("db"),
     show_default=True,
     help="Database URL (env PLATEPIPE_DB), e.g. sqlite:///nightly.db or "
@@ -134,6 +201,8 @@ scan_options = options(
         "--include",
         multiple=True,
         default=default("include"),
+        envvar=env("include"),
+        show_envvar=True,
         show_default=True,
         help="Glob of files to take (repeatable; case-insensitive). "
         "A glob with / matches the path under the root.",
@@ -142,11 +211,15 @@ scan_options = options(
         "--exclude",
         multiple=True,
         default=default("exclude"),
+        envvar=env("exclude"),
+        show_envvar=True,
         help="Glob of files or folders to leave out (repeatable).",
     ),
     click.option(
         "--capture-pattern",
         default=default("capture_pattern"),
+        envvar=env("capture_pattern"),
+        show_envvar=True,
         callback=check_pattern,
         help="Regex with named groups camera, date, time, searched in each path, e.g. "
         r"'/(?P<camera>cam\d+)/(?P<date>\d{8})_(?P<time>\d{6})'. Else EXIF, else mtime.",
@@ -156,7 +229,7 @@ scan_options = options(
 call_options = options(
     click.option(
         "--endpoint",
-        envvar="NHN_OCR_ENDPOINT",
+        envvar=env("endpoint"),
         default=default("endpoint"),
         show_default=True,
         help="API endpoint (env NHN_OCR_ENDPOINT).",
@@ -172,6 +245,8 @@ call_options = options(
         "--rate",
         type=positive(float),
         default=default("rate"),
+        envvar=env("rate"),
+        show_envvar=True,
         show_default=True,
         help="Requests per second, never exceeded, not even at start.",
     ),
@@ -179,6 +254,8 @@ call_options = options(
         "--concurrency",
         type=positive(int),
         default=default("concurrency"),
+        envvar=env("concurrency"),
+        show_envvar=True,
         show_default=True,
         help="Requests in flight at once.",
     ),
@@ -186,6 +263,8 @@ call_options = options(
         "--max-attempts",
         type=positive(int),
         default=default("max_attempts"),
+        envvar=env("max_attempts"),
+        show_envvar=True,
         show_default=True,
         help="Calls per image before a retryable error marks it failed.",
     ),
@@ -193,6 +272,8 @@ call_options = options(
         "--timeout",
         type=positive(float),
         default=default("timeout"),
+        envvar=env("timeout"),
+        show_envvar=True,
         show_default=True,
         help="Seconds one call may take in all.",
     ),
@@ -200,13 +281,26 @@ call_options = options(
         "--connect-timeout",
         type=positive(float),
         default=default("connect_timeout"),
+        envvar=env("connect_timeout"),
+        show_envvar=True,
         show_default=True,
         help="Seconds to open a connection.",
+    ),
+    click.option(
+        "--ca-bundle",
+        type=click.Path(dir_okay=False),
+        default=default("ca_bundle"),
+        envvar=env("ca_bundle"),
+        show_envvar=True,
+        help="PEM file of the CAs to trust for the endpoint instead of the system's "
+        "(a private CA or a TLS-inspecting proxy).",
     ),
     click.option(
         "--backoff-base",
         type=positive(float),
         default=default("backoff_base"),
+        envvar=env("backoff_base"),
+        show_envvar=True,
         show_default=True,
         help="Seconds before the first retry; doubles per attempt, with full jitter.",
     ),
@@ -214,6 +308,8 @@ call_options = options(
         "--backoff-cap",
         type=positive(float),
         default=default("backoff_cap"),
+        envvar=env("backoff_cap"),
+        show_envvar=True,
         show_default=True,
         help="Longest wait between two attempts of one image, in seconds.",
     ),
@@ -224,7 +320,7 @@ call_options = options(
     ),
     click.option(
         "--max-duration",
-        type=Duration(),
+        type=Duration(positive=True),
         help="Stop after this long (e.g. 90m, 2h, 3600), items left pending; exit 3.",
     ),
     click.option(
@@ -236,13 +332,27 @@ call_options = options(
         "--max-outage",
         type=Duration(),
         default=default("max_outage"),
+        envvar=env("max_outage"),
+        show_envvar=True,
         show_default=True,
         help="How long to wait out an API outage (probing) before stopping with exit 3.",
+    ),
+    click.option(
+        "--max-db-outage",
+        type=Duration(),
+        default=default("max_db_outage"),
+        envvar=env("max_db_outage"),
+        show_envvar=True,
+        show_default=True,
+        help="How long to wait for the database to take writes again (no call starts "
+        "meanwhile) before stopping with exit 1.",
     ),
     click.option(
         "--progress-every",
         type=positive(float),
         default=default("progress_every"),
+        envvar=env("progress_every"),
+        show_envvar=True,
         show_default=True,
         help="Seconds between progress lines when not on a terminal.",
     ),
@@ -252,21 +362,30 @@ call_options = options(
 run_options = options(db_option, scan_options, call_options)
 
 
-def with_store(command: Callable[..., Awaitable[T]]) -> Callable[..., T]:
-    """Open the database named by --db around an async command body, and close it after."""
+def with_store(
+    *, read_only: bool = False, existing: bool = False
+) -> Callable[[Callable[..., Awaitable[T]]], Callable[..., T]]:
+    """Open the database named by --db around an async command body, and close it after.
 
-    @wraps(command)
-    def wrapper(db_url: str, **kwargs: Any) -> T:
-        async def body() -> T:
-            store = await Store.open(db_url)
-            try:
-                return await command(store, **kwargs)
-            finally:
-                await store.close()
+    `read_only` for commands that only read: nothing is created or migrated, and a SQLite file
+    nobody may write still opens. `existing` for commands that write but must not create a
+    database or its tables by mistake (a typo in --db)."""
 
-        return run_async(body())
+    def decorate(command: Callable[..., Awaitable[T]]) -> Callable[..., T]:
+        @wraps(command)
+        def wrapper(db_url: str, **kwargs: Any) -> T:
+            async def body() -> T:
+                store = await Store.open(db_url, read_only=read_only, existing=existing)
+                try:
+                    return await command(store, **kwargs)
+                finally:
+                    await store.close()
 
-    return wrapper
+            return run_async(body())
+
+        return wrapper
+
+    return decorate
 
 
 def load_config(ctx: click.Context, _param: Any, path: str | None) -> None:
@@ -298,13 +417,15 @@ class LazyGroup(click.Group):
 
 @click.group(
     cls=LazyGroup,
-    context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "PLATEPIPE"},
+    # No auto_envvar_prefix: only the variables README lists set anything; a stray
+    # PLATEPIPE_RETRY_INCLUDE_DONE in a cron file must not re-buy the archive.
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 @click.version_option(package_name="platepipe")
 @click.option(
     "--config",
     type=click.Path(dir_okay=False),
-    envvar="PLATEPIPE_CONFIG",
+    envvar=CONFIG_ENV,
     is_eager=True,
     expose_value=False,
     callback=load_config,
@@ -383,6 +504,7 @@ SETTING_FIELDS = {
     "max_duration": "max_duration_s",
     "max_requests": "max_requests",
     "max_outage": "max_outage_s",
+    "max_db_outage": "max_db_outage_s",
 }
 
 
@@ -400,23 +522,38 @@ def run_settings(
 
 
 def api_settings(values: dict[str, Any]) -> ApiSettings:
-    """The API's address and credentials; ConfigError when the keys are missing."""
-    secret = os.environ.get(SECRET_KEY_ENV, "")
+    """The API's address and credentials; ConfigError when the keys are missing or cannot be
+    sent, or the endpoint or the CA bundle cannot work. No error shows the secret."""
+    secret = clean_key(os.environ.get(SECRET_KEY_ENV, ""), SECRET_KEY_ENV)
     secret_file = _from_config("secret_key_file")
     if not secret and secret_file:
-        try:
-            secret = Path(secret_file).read_text().strip()
-        except OSError as exc:
-            raise ConfigError(f"cannot read secret_key_file {secret_file}: {exc.strerror}") from exc
-    if not values["app_key"] or not secret:
+        secret = clean_key(read_secret_file(secret_file), "secret_key_file")
+    app_key = clean_key(values["app_key"] or "", f"the app key ({APP_KEY_ENV})")
+    if not app_key or not secret:
         raise ConfigError(f"set {APP_KEY_ENV} and {SECRET_KEY_ENV} to your NHN Cloud credentials")
     return ApiSettings(
-        values["endpoint"],
-        values["app_key"],
+        check_endpoint(values["endpoint"]),
+        app_key,
         Secret(secret),
         timeout_s=values["timeout"],
         connect_timeout_s=values["connect_timeout"],
+        ca_bundle=check_ca_bundle(values["ca_bundle"]),
     )
+
+
+def read_secret_file(path: str) -> str:
+    """The text of the config's secret_key_file. A value that names no file is most likely
+    the key itself, pasted where its file's path belongs: the error never shows it."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        if not os.path.lexists(path):
+            raise ConfigError(
+                "secret_key_file names no file (its value is not shown): it must be the path "
+                "of a file holding the secret key, not the key itself"
+            ) from None
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError(f"cannot read secret_key_file {path}: {reason}") from None
 
 
 def _from_config(key: str) -> Any:
@@ -432,6 +569,13 @@ async def execute_run(settings: RunSettings, *, kind: str) -> int:
     store = await Store.open(settings.db_url)
     try:
         report = await run_job(settings, store, kind=kind)
+    except JobNotFoundError:
+        if kind != "work":
+            raise
+        raise JobNotFoundError(
+            f"no job named {settings.job!r}: `platepipe scan --job {settings.job} ROOT...` "
+            "creates it, then `work` processes it"
+        ) from None
     finally:
         await store.close()
     click.echo(format_report(report))
@@ -440,7 +584,7 @@ async def execute_run(settings: RunSettings, *, kind: str) -> int:
     return report.exit_code
 
 
-@cli.command(context_settings={"auto_envvar_prefix": "PLATEPIPE_RUN"})
+@cli.command()
 @job_option
 @click.argument(
     "roots", nargs=-1, required=True, type=click.Path(exists=True, file_okay=True, dir_okay=True)
@@ -461,18 +605,25 @@ def scan(job: str, roots: tuple[str, ...], **values: Any) -> None:
 
     settings = run_settings(job, roots, values, api=None)
 
-    async def body() -> None:
+    async def body() -> int:
         store = await Store.open(settings.db_url)
         try:
             stats = await scan_job(settings, store)
         finally:
             await store.close()
-        click.echo(f"job {job}: {stats.files} files found, {stats.queued} queued (new or changed)")
+        click.echo(
+            f"job {job}: {plural(stats.files, 'file')} found, {stats.queued} queued "
+            "(new or changed)"
+        )
+        if stats.unreadable_dirs:
+            logs.error_line(f"{plural(stats.unreadable_dirs, 'folder')} could not be listed")
+            return EXIT_FAILED_ITEMS
+        return EXIT_OK
 
-    run_async(body())
+    sys.exit(run_async(body()))
 
 
-@cli.command(context_settings={"auto_envvar_prefix": "PLATEPIPE_RUN"})
+@cli.command()
 @job_option
 @db_option
 @call_options
@@ -497,7 +648,7 @@ def work(job: str, **values: Any) -> None:
 @click.option("--job", help="Only this job (default: every job).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @db_option
-@with_store
+@with_store(read_only=True)
 async def status(store: Store, job: str | None, as_json: bool) -> None:
     """Show counts per status and error code, calls, rate and ETA, even while a run goes.
 
@@ -520,7 +671,7 @@ async def status(store: Store, job: str | None, as_json: bool) -> None:
 
 @cli.command()
 @db_option
-@with_store
+@with_store(read_only=True)
 async def jobs(store: Store) -> None:
     """List every job with its counts and last activity.
 
@@ -542,7 +693,7 @@ async def jobs(store: Store) -> None:
 )
 @click.option("--done", "include_done", is_flag=True, help="Re-queue done items too.")
 @db_option
-@with_store
+@with_store(existing=True)
 async def retry(store: Store, job: str, codes: tuple[str, ...], include_done: bool) -> None:
     """Put failed items back to pending with their attempts reset; then `run` them.
 
@@ -561,7 +712,17 @@ async def retry(store: Store, job: str, codes: tuple[str, ...], include_done: bo
     if found is None:
         raise JobNotFoundError(f"no job named {job!r}")
     count = await store.requeue(found, codes, include_done=include_done)
-    click.echo(f"{count} items of {job} are pending again; `platepipe run --job {job}` sends them")
+    click.echo(
+        f"{plural(count, 'item')} of {job} pending again; `platepipe run --job {job}` sends them"
+    )
+    if codes and not count:
+        (summary,) = await store.summaries(job)
+        known = ", ".join(f"{code} ({n})" for code, n in sorted(summary.error_codes.items()))
+        click.echo(
+            f"no failed or skipped item has code {', '.join(codes)}; "
+            + (f"the job's codes: {known}" if known else "the job has no failed or skipped items"),
+            err=True,
+        )
 
 
 @cli.command()
@@ -573,7 +734,7 @@ async def retry(store: Store, job: str, codes: tuple[str, ...], include_done: bo
     "-o", "--output", type=click.Path(dir_okay=False), help="File to write (default: stdout)."
 )
 @db_option
-@with_store
+@with_store(read_only=True)
 async def export(store: Store, job: str, fmt: str, output: str | None) -> None:
     """Write one row per plate read (plate_reads' columns), streamed: flat memory at any size.
 
@@ -588,20 +749,27 @@ async def export(store: Store, job: str, fmt: str, output: str | None) -> None:
     if found is None:
         raise JobNotFoundError(f"no job named {job!r}")
     if output is None:
-        await export_reads(store, found, fmt, click.get_text_stream("stdout"))
+        stdout = click.get_text_stream("stdout")
+        await export_reads(store, found, fmt, stdout)
+        stdout.flush()  # here, where a reader that went away is handled (run_async)
         return
     partial = Path(f"{output}.partial")  # a file under the real name is always complete
-    with partial.open("w", encoding="utf-8", newline="") as out:
-        rows = await export_reads(store, found, fmt, out)
-    partial.replace(output)
-    click.echo(f"{rows} reads written to {output}", err=True)
+    try:
+        with partial.open("w", encoding="utf-8", newline="") as out:
+            rows = await export_reads(store, found, fmt, out)
+        partial.replace(output)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            partial.unlink(missing_ok=True)
+        raise PipelineError(f"cannot write {output}: {exc.strerror or exc}") from None
+    click.echo(f"{plural(rows, 'read')} written to {output}", err=True)
 
 
-# `run`'s environment variables (PLATEPIPE_RUN_*), so that `config` shows what `run` gets.
-@cli.command("config", context_settings={"auto_envvar_prefix": "PLATEPIPE_RUN"})
+@cli.command("config")
 @run_options
 def show_config(**values: Any) -> None:
-    """Print the effective settings of `run` and where each comes from; the secret redacted.
+    """Print the effective settings of `run` as TOML, and where each comes from; the secret
+    and the database password redacted. The output loads back as a config file.
 
     Precedence: flags > environment > config file (--config) > defaults.
 
@@ -609,30 +777,61 @@ def show_config(**values: Any) -> None:
     Examples:
       platepipe config
       platepipe --config /etc/platepipe.toml config --rate 25
+      platepipe config > mine.toml && platepipe --config mine.toml config
     """
     ctx = click.get_current_context()
-    sources = {
-        ParameterSource.COMMANDLINE: "flag",
-        ParameterSource.ENVIRONMENT: "environment",
-        ParameterSource.DEFAULT_MAP: "config file",
-        ParameterSource.DEFAULT: "default",
-    }
     for param in ctx.command.params:
         if param.name in ("quiet", "help") or not isinstance(param, click.Option):
             continue
-        value = values[param.name]
         key = "db" if param.name == "db_url" else param.name
-        shown = list(value) if isinstance(value, tuple) else value
-        source = sources.get(ctx.get_parameter_source(param.name), "default")
-        click.echo(f"{key} = {json.dumps(shown, default=str, ensure_ascii=False)}  # {source}")
-    secret = os.environ.get(SECRET_KEY_ENV)
+        value, source = values[param.name], _source(ctx, param.name)
+        if key not in SETTINGS:  # a flag of `run` alone, which a config file does not hold
+            shown = "not set" if value is None else f"{value} from the {source}"
+            click.echo(f"# {key}: {shown} (a flag only)")
+            continue
+        if key == "db":
+            try:
+                value = display_url(absolute_url(value))
+            except PipelineError as exc:
+                fail(exc)
+            if make_url(value).password != make_url(values[param.name]).password:
+                source += "; password hidden"
+        if key == "secret_key_file":
+            continue
+        click.echo(f"{key} = {_toml(value)}  # {source}")
+    group = ctx.find_root()
+    log_json = group.params.get("log_json", False)
+    click.echo(f"log_json = {_toml(log_json)}  # {_source(group, 'log_json')}")
     secret_file = _from_config("secret_key_file")
-    if secret:
-        click.echo(f'secret_key = "***"  # environment {SECRET_KEY_ENV}')
+    if os.environ.get(SECRET_KEY_ENV):
+        click.echo(f"# secret key: *** from the environment ({SECRET_KEY_ENV})")
+    elif secret_file and os.path.lexists(secret_file):
+        click.echo(f"secret_key_file = {_toml(secret_file)}  # config file")
     elif secret_file:
-        click.echo(f"secret_key_file = {json.dumps(secret_file)}  # config file")
+        click.echo("# secret_key_file: set in the config file, but names no file (not shown)")
     else:
-        click.echo(f"# secret_key: not set (set {SECRET_KEY_ENV})")
+        click.echo(f"# secret key: not set (set {SECRET_KEY_ENV} or secret_key_file)")
+
+
+_SOURCES = {
+    ParameterSource.COMMANDLINE: "flag",
+    ParameterSource.ENVIRONMENT: "environment",
+    ParameterSource.DEFAULT_MAP: "config file",
+    ParameterSource.DEFAULT: "default",
+}
+
+
+def _source(ctx: click.Context, name: str) -> str:
+    return _SOURCES.get(ctx.get_parameter_source(name), "default")
+
+
+def _toml(value: Any) -> str:
+    """A setting's value as TOML: JSON's strings, numbers, booleans and arrays are TOML's."""
+    if value is None:
+        value = ""  # an unset text setting (capture_pattern)
+    if isinstance(value, tuple):
+        value = list(value)
+    return json.dumps(value, ensure_ascii=False)
 
 
 @cli.group("db")
@@ -642,18 +841,31 @@ def db_group() -> None:
 
 @db_group.command("upgrade")
 @db_option
-@with_store
-async def db_upgrade(store: Store) -> None:
+def db_upgrade(db_url: str) -> None:
     """Apply the schema migrations (Alembic, migrations/) up to the newest.
 
-    `platepipe run` does this by itself; this is for preparing a database in advance.
+    `platepipe run` does this by itself; this is for preparing a database in advance. It
+    says whether it changed anything.
 
     \b
     Example:
       platepipe db upgrade --db postgresql://plates@db.internal:5432/plates
     """
-    revision = await store.schema_revision()
-    click.echo(f"database is at revision {revision} (newest)")
+
+    async def body() -> tuple[str | None, str | None]:
+        store = await Store.open(db_url, migrate=False)
+        try:
+            return await store.upgrade_schema()
+        finally:
+            await store.close()
+
+    before, after = run_async(body())
+    if before == after:
+        click.echo(f"database is at revision {after} (newest) already: nothing to do")
+    elif before is None:
+        click.echo(f"platepipe tables created, at revision {after} (newest)")
+    else:
+        click.echo(f"database upgraded from revision {before} to {after} (newest)")
 
 
 @cli.command()

@@ -1,157 +1,366 @@
-"""The NHN Vehicle Plate OCR API: build the request, parse the answer, classify the result code.
+"""The NHN Vehicle Plate OCR API: build the request, parse the answer.
 
-Every call ends in exactly one `Answer` whose `kind` follows SPEC's table; transport trouble
-(timeouts, refused or reset connections, gateway 429/5xx, bodies that are not the expected JSON)
-is retryable. Nothing here raises for a single call's failure, and no text that leaves this module
-can carry the secret key.
+Every call ends in exactly one `Answer`, whose code (NHN's resultCode, `http_NNN` or a transport
+reason) pipeline/verdicts.py gives its meaning; `transport_failure` is where aiohttp's errors
+become those reasons (`tls`, `unknown_host`, `connection_refused`, ...), and a redirect is never
+followed (`redirect`). Nothing here raises for a single call's failure, no answer can cost more
+than BODY_MAX_BYTES of memory, and no text that leaves this module can carry the secret key, a
+control character or a lone surrogate.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import errno
 import io
 import json
 import math
 import re
+import socket
 import time
 import uuid
+import zlib
+from types import SimpleNamespace
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
+from aiohttp import hdrs
 
-from pipeline.config import ApiSettings
-from pipeline.outcomes import Answer, Kind, Plate, Recognition
+from pipeline.config import ApiSettings, Secret, ssl_context
+from pipeline.outcomes import Answer, Plate, Recognition
+from pipeline.verdicts import Verdict, judge, of_result_code
 
 API_PATH = "/v1.0/appkeys/{app_key}/vehicle-plate"
 
-RETRY_CODES = frozenset({-1, 4000006})
-PERMANENT_CODES = frozenset({4000001, 4000002, 4000003, 4000004, 4131000})
-FATAL_CODES = frozenset({4000005, 4010001, 4000401})
-# A wrong endpoint or keys rejected by a gateway: every call would fail alike.
-FATAL_HTTP_STATUSES = frozenset({401, 403, 404, 405})
+# What to check when a status means that no call can succeed (verdicts.py says which do).
+FATAL_HTTP_HINTS = {
+    401: "check the keys (NHN_OCR_APP_KEY, NHN_OCR_SECRET_KEY) and --endpoint",
+    403: "check the keys (NHN_OCR_APP_KEY, NHN_OCR_SECRET_KEY) and --endpoint",
+    404: "no vehicle-plate API at this URL; check --endpoint",
+    405: "no vehicle-plate API at this URL; check --endpoint",
+    407: "a proxy between here and the API wants credentials",
+    501: "the server does not implement this API; check --endpoint",
+}
 BOX_KEYS = ("x1", "y1", "x2", "y2", "x3", "y3", "x4", "y4")
 MESSAGE_MAX_CHARS = 500
 # aiohttp warns about (and under -W error refuses) a raw bytes body larger than this.
 INLINE_BODY_MAX_BYTES = 1024 * 1024
 PLATE_VALUE_MAX_CHARS = 64
-
-
-def classify(code: int) -> Kind:
-    if code == 0:
-        return Kind.DONE
-    if code in FATAL_CODES:
-        return Kind.FATAL
-    if code in PERMANENT_CODES:
-        return Kind.PERMANENT
-    if code in RETRY_CODES or 5000000 <= code <= 5999999:
-        return Kind.RETRY
-    return Kind.UNKNOWN
-
-
-def classify_http(status: int) -> Kind:
-    """What a non-200 status from the endpoint (or a gateway before it) means."""
-    if status in FATAL_HTTP_STATUSES:
-        return Kind.FATAL
-    if status == 413:
-        return Kind.PERMANENT
-    if status in (408, 429) or status >= 500:
-        return Kind.RETRY
-    return Kind.UNKNOWN
+# A plate answer is a few hundred bytes; a body past this is cut off and counts as a bad one.
+BODY_MAX_BYTES = 1024 * 1024
+READ_CHUNK_BYTES = 64 * 1024
+ACCEPTED_ENCODINGS = frozenset({"identity", "gzip", "x-gzip", "deflate"})
+ZLIB_GZIP_OR_ZLIB_WBITS = 32 + zlib.MAX_WBITS  # a gzip or a zlib stream, told by its header
+JSON_MAX_DEPTH = 32  # the API's answers nest 4 levels deep
+RESULT_CODE_MAX = 2**63 - 1
+LOCATION_MAX_CHARS = 200
+SNIPPET_CHARS = 200
+SNIPPET_SCAN_BYTES = 4096  # decoded and scrubbed before the snippet is cut from it
+DNS_ERRORS = tuple(filter(None, [getattr(aiohttp, "ClientConnectorDNSError", None)]))  # 3.10+
 
 
 def parse_answer(
-    http_status: int, body: bytes, latency_s: float, retry_after: str | None = None
+    http_status: int,
+    body: bytes,
+    latency_s: float,
+    retry_after: str | None = None,
+    *,
+    location: str | None = None,
+    secret: Secret | None = None,
 ) -> Answer:
-    """Turn one HTTP answer into an `Answer`; pure, so every odd body can be unit-tested."""
+    """Turn one HTTP answer into an `Answer`; pure, so every odd body can be unit-tested.
+
+    Total: whatever the body, it returns an Answer and never raises. Every text in it is
+    storable (no control characters, no lone surrogates) and free of `secret`.
+    """
+    scrub = Scrubber(secret)
+    if 300 <= http_status < 400:
+        where = scrub.line(location or "", LOCATION_MAX_CHARS) or "nowhere (no Location header)"
+        message = (
+            f"the endpoint redirects (HTTP {http_status}) to {where}; redirects are never "
+            "followed: set --endpoint to the URL that answers"
+        )
+        return Answer("redirect", message, latency_s, http_status)
     if http_status != 200:
-        kind = classify_http(http_status)
-        message = _snippet(body)
-        if kind is Kind.FATAL:
-            message = f"the endpoint answered HTTP {http_status}: check --endpoint and the keys"
         code = f"http_{http_status}"
-        return Answer(kind, code, message, latency_s, http_status, None, _seconds(retry_after))
+        message = scrub.snippet(body)
+        if judge(code) is Verdict.FATAL:
+            hint = FATAL_HTTP_HINTS.get(http_status, "check --endpoint and the keys")
+            message = f"the endpoint answered HTTP {http_status}: {hint}"
+        return Answer(code, message, latency_s, http_status, None, _seconds(retry_after))
     try:
-        doc = json.loads(body)
-        header = doc["header"]
-        code = int(header["resultCode"])
-        message = _text(header.get("resultMessage"), MESSAGE_MAX_CHARS) or ""
-    except (ValueError, TypeError, KeyError, OverflowError) as exc:
-        reason = f"not the API's JSON ({type(exc).__name__}): {_snippet(body)}"
-        return Answer(Kind.RETRY, "bad_response", reason, latency_s, http_status)
-    kind = classify(code)
-    if kind is not Kind.DONE:
-        return Answer(kind, str(code), message, latency_s, http_status)
-    try:
-        recognition = _parse_result(doc["result"], body)
-    except (ValueError, TypeError, KeyError, AttributeError) as exc:
-        reason = f"success without a usable result ({type(exc).__name__}): {_snippet(body)}"
-        return Answer(Kind.RETRY, "bad_response", reason, latency_s, http_status)
-    return Answer(Kind.DONE, "0", message, latency_s, http_status, recognition)
+        doc = _load(body)
+        header = doc.get("header") if isinstance(doc, dict) else None
+        if not isinstance(header, dict):
+            raise Unusable("no header object")
+        code = _result_code(header.get("resultCode"))
+        message = scrub.line(_string(header.get("resultMessage")), MESSAGE_MAX_CHARS) or ""
+        verdict = of_result_code(code)
+        if verdict is Verdict.NO_PLATE:
+            # A result without a plate: kept as a recognition (whatever `result` it carries
+            # besides), so SQL tells a plate-less image from one never sent.
+            result = doc.get("result") if isinstance(doc.get("result"), dict) else {}
+            recognition = _parse_result({**result, "values": [], "boxes": []}, body, scrub, code)
+            return Answer(str(code), message, latency_s, http_status, recognition)
+        if verdict is not Verdict.DONE:
+            return Answer(str(code), message, latency_s, http_status)
+        recognition = _parse_result(doc.get("result"), body, scrub)
+    except (Unusable, ValueError, RecursionError) as exc:
+        # ValueError: not JSON (JSONDecodeError, UnicodeDecodeError, an int past 4300 digits).
+        # RecursionError only if _too_deep let something through: the answer is still total.
+        reason = str(exc) if isinstance(exc, Unusable) else type(exc).__name__
+        return bad_response(reason, body, latency_s, http_status, scrub)
+    return Answer("0", message, latency_s, http_status, recognition)
 
 
-def _parse_result(result: dict[str, Any], body: bytes) -> Recognition:
-    values = result.get("values") or []
-    boxes = result.get("boxes") or []
+def bad_response(
+    reason: str, body: bytes, latency_s: float, http_status: int, scrub: Scrubber
+) -> Answer:
+    """A retryable answer for a body that is not the API's: the reason and the body's start."""
+    snippet = scrub.snippet(body)
+    message = f"not the API's answer ({scrub.line(reason)})" + (f": {snippet}" if snippet else "")
+    return Answer("bad_response", message, latency_s, http_status)
+
+
+class Unusable(ValueError):
+    """A body that is not the API's answer; the text says what is wrong, never what it held."""
+
+
+def _load(body: bytes) -> Any:
+    if _too_deep(body):
+        raise Unusable(f"JSON nested deeper than {JSON_MAX_DEPTH} levels")
+    return json.loads(body)
+
+
+# The JSON strings of a body, to count the brackets outside them: a possessive pattern, linear.
+_JSON_STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+"', re.DOTALL)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_OPENING = frozenset(b"[{")
+
+
+def _too_deep(body: bytes) -> bool:
+    """Whether `body` nests deeper than JSON_MAX_DEPTH: json.loads recurses once per level
+    and a few thousand levels raise RecursionError; checked without recursing."""
+    brackets = _JSON_STRING.sub(b"", body).translate(None, _NOT_BRACKETS)
+    depth = 0
+    for bracket in brackets:
+        depth += 1 if bracket in _OPENING else -1
+        if depth > JSON_MAX_DEPTH:
+            return True
+    return False
+
+
+def _result_code(value: Any) -> int:
+    # NHN documents an Integer. A quoted "0", 0.5, true or 1e308 is some other server talking:
+    # taking "0" for success would store a result that the API never gave.
+    if type(value) is not int or abs(value) > RESULT_CODE_MAX:
+        raise Unusable(f"resultCode is {_kind_of(value)}, not an integer")
+    return value
+
+
+def _parse_result(result: Any, body: bytes, scrub: Scrubber, result_code: int = 0) -> Recognition:
+    if not isinstance(result, dict):
+        raise Unusable(f"a success whose result is {_kind_of(result)}, not an object")
+    values = _list(result, "values")
+    boxes = _list(result, "boxes")
+    if not all(isinstance(v, dict) for v in values):
+        raise Unusable("a value that is not an object")
     # values[i] belongs to boxes[i]. A value without a box is kept without coordinates; a box
     # without a value reads nothing and stays only in the raw response.
     plates = tuple(
         Plate(
-            value=_text(v.get("value"), PLATE_VALUE_MAX_CHARS),
+            value=scrub.line(_string(v.get("value")), PLATE_VALUE_MAX_CHARS),
             conf=_conf(v.get("conf")),
             box=_box(boxes[i]) if i < len(boxes) else None,
         )
         for i, v in enumerate(values)
     )
     return Recognition(
-        file_type=_text(result.get("fileType"), 8),
-        resolution=_text(result.get("resolution"), 16),
+        file_type=scrub.line(_string(result.get("fileType")), 8),
+        resolution=scrub.line(_string(result.get("resolution")), 16),
         plates=plates,
-        raw=_clean(body.decode("utf-8", errors="replace")),
+        raw=scrub.raw(body),
+        result_code=result_code,
     )
 
 
-# Whatever a server sends must be storable: no NUL (PostgreSQL text refuses it), no control
-# characters, lengths within the columns, numbers within their types.
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-INT32_MAX = 2**31 - 1
+def _list(result: dict[str, Any], key: str) -> list[Any]:
+    value = result.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise Unusable(f"{key} is {_kind_of(value)}, not a list")
+    return value
 
 
-def _clean(text: str) -> str:
-    return _CONTROL.sub("", text)
+def _kind_of(value: Any) -> str:
+    return "missing" if value is None else f"a {type(value).__name__}"
 
 
-def _text(value: Any, max_chars: int) -> str | None:
-    return None if value is None else _clean(str(value))[:max_chars]
+def _string(value: Any) -> str | None:
+    """Text fields are JSON strings; anything else (a number, a list) is not taken as text."""
+    return value if isinstance(value, str) else None
 
 
 def _conf(value: Any) -> float | None:
-    try:
-        conf = float(value)
-    except (TypeError, ValueError):
+    """A confidence is a JSON number in [0, 1]. Anything else ("0.93", 5.0, -1, 1e308, true)
+    is stored as NULL: the plate text is still a read worth keeping, the raw answer shows what
+    came, and a retry would pay for the same answer again."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return conf if math.isfinite(conf) else None
+    return float(value) if 0 <= value <= 1 else None  # NaN compares false
 
 
-def _box(box: dict[str, Any]) -> tuple[int, int, int, int, int, int, int, int] | None:
-    try:
-        corners = tuple(int(box[k]) for k in BOX_KEYS)
-    except (KeyError, TypeError, ValueError, OverflowError):
+def _box(box: Any) -> tuple[int, int, int, int, int, int, int, int] | None:
+    """Eight integer coordinates within int32, or no box: a fractional, textual or missing
+    coordinate leaves the plate without a box (its text is kept). 340.0 counts as 340."""
+    if not isinstance(box, dict):
         return None
-    if any(abs(c) > INT32_MAX for c in corners):
-        return None
-    return corners  # type: ignore[return-value]
+    corners = []
+    for key in BOX_KEYS:
+        c = box.get(key)
+        if isinstance(c, float) and c.is_integer():
+            c = int(c)
+        if type(c) is not int or abs(c) > INT32_MAX:
+            return None
+        corners.append(c)
+    return tuple(corners)  # type: ignore[return-value]
 
 
 def _seconds(retry_after: str | None) -> float | None:
     """Retry-After in seconds; its HTTP-date form is rare enough from gateways to ignore."""
     try:
-        return max(float(retry_after), 0.0) if retry_after else None
+        seconds = float(retry_after) if retry_after else None
     except ValueError:
         return None
+    return max(seconds, 0.0) if seconds is not None and math.isfinite(seconds) else None
 
 
-def _snippet(body: bytes) -> str:
-    return _clean(body[:200].decode("utf-8", errors="replace"))
+# Whatever a server sends must be storable and safe to show: no NUL (PostgreSQL text refuses
+# it), no other control characters, no lone surrogates (`"\ud800"` in JSON decodes to one, and
+# SQLite's UTF-8 encoding raises on it), lengths within the columns, numbers within their types.
+_UNSAFE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+_LINE_BREAKS = re.compile(r"[\t\n\r]+")
+# In JSON text: an escaped backslash (skipped whole, so `\\ud800` stays the text it is), a
+# surrogate pair (kept), or a lone surrogate's or a NUL's escape (defused).
+_HURTFUL_ESCAPE = re.compile(
+    r"\\\\|\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+    r"|(\\u[dD][89a-fA-F][0-9a-fA-F]{2}|\\u0000)"
+)
+
+
+def _defuse_escape(match: re.Match[str]) -> str:
+    return "\\ufffd" if match.group(1) else match.group(0)
+
+
+INT32_MAX = 2**31 - 1
+
+
+class Scrubber:
+    """Makes a server's text storable and free of the secret key, in that order: the secret is
+    replaced before a text is cut, so no prefix of it survives a cut."""
+
+    def __init__(self, secret: Secret | None) -> None:
+        self._secret = secret or Secret("")
+        # As a JSON text may carry it too: non-ASCII letters as \uXXXX escapes.
+        escaped = json.dumps(self._secret.reveal())[1:-1]
+        self._escaped = Secret(escaped if escaped != self._secret.reveal() else "")
+
+    def raw(self, body: bytes) -> str:
+        """The body as text, its line breaks kept. It stays the JSON it was, but an escape
+        that would decode to a lone surrogate or a NUL reads `\\ufffd` instead: whoever parses
+        the stored text again (or casts it to PostgreSQL's jsonb) gets storable text too."""
+        text = _UNSAFE.sub("", body.decode("utf-8", errors="replace"))
+        return self._redact(_HURTFUL_ESCAPE.sub(_defuse_escape, text))
+
+    def line(self, text: str | None, max_chars: int = MESSAGE_MAX_CHARS) -> str | None:
+        """One line of at most `max_chars`."""
+        if text is None:
+            return None
+        text = _UNSAFE.sub("", _LINE_BREAKS.sub(" ", text))
+        return self._redact(text)[:max_chars].strip()
+
+    def snippet(self, body: bytes) -> str:
+        """The start of a body, for a message."""
+        text = body[:SNIPPET_SCAN_BYTES].decode("utf-8", errors="replace")
+        return self.line(text, SNIPPET_CHARS) or ""
+
+    def _redact(self, text: str) -> str:
+        return self._escaped.redact(self._secret.redact(text))
+
+
+async def read_capped(response: aiohttp.ClientResponse) -> tuple[bytes, str | None]:
+    """The body, inflated per its Content-Encoding, at most BODY_MAX_BYTES of it; and why it is
+    not whole (over the cap, an encoding we did not ask for, a broken stream) or None.
+
+    Streams: memory stays near one chunk plus the cap, whatever the server sends. aiohttp's own
+    decompression is off (`auto_decompress=False`): it would inflate a gzip bomb whole.
+    """
+    declared = response.content_length
+    if declared is not None and declared > BODY_MAX_BYTES:
+        return b"", f"a body of {declared} bytes, over the {BODY_MAX_BYTES}-byte cap"
+    encoding = response.headers.get(hdrs.CONTENT_ENCODING, "identity").strip().lower()
+    if encoding not in ACCEPTED_ENCODINGS:
+        return b"", f"a body in an encoding that was not asked for: {encoding[:40]}"
+    inflater = None if encoding == "identity" else zlib.decompressobj(ZLIB_GZIP_OR_ZLIB_WBITS)
+    over_cap = f"a body over the {BODY_MAX_BYTES}-byte cap"
+    body = bytearray()
+    received = 0
+    while chunk := await response.content.read(READ_CHUNK_BYTES):
+        received += len(chunk)
+        if received > BODY_MAX_BYTES:
+            return bytes(body[:BODY_MAX_BYTES]), over_cap
+        if inflater is not None:
+            try:
+                # At most one byte past the cap: a bomb never inflates further than that.
+                chunk = inflater.decompress(chunk, BODY_MAX_BYTES + 1 - len(body))
+            except zlib.error:
+                return bytes(body), f"a {encoding} body that does not inflate"
+            if inflater.unconsumed_tail:
+                return bytes(body), over_cap
+        body += chunk
+        if len(body) > BODY_MAX_BYTES:
+            return bytes(body[:BODY_MAX_BYTES]), over_cap
+    if inflater is not None and not inflater.eof:
+        return bytes(body), f"a {encoding} body cut short"
+    return bytes(body), None
+
+
+def transport_failure(exc: Exception, endpoint: str) -> tuple[str, str]:
+    """The code and the message for an aiohttp exception: the one place where transport errors
+    are told apart (as httpx's map_httpcore_exceptions); verdicts.py says what each code means."""
+    host = urlsplit(endpoint).hostname or endpoint
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        error = exc.certificate_error
+        reason = getattr(error, "verify_message", None) or str(error)
+        return (
+            "tls",
+            f"the certificate of {endpoint} does not verify ({reason}): if a private CA signed "
+            "it, pass that CA's PEM file with --ca-bundle",
+        )
+    if isinstance(exc, aiohttp.ClientSSLError):
+        reason = getattr(exc.os_error, "reason", None) or str(exc.os_error)
+        return (
+            "tls",
+            f"TLS with {endpoint} failed ({reason}): check the endpoint's scheme (http or "
+            "https) and --ca-bundle",
+        )
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        os_error = exc.os_error
+        if isinstance(exc, DNS_ERRORS) or isinstance(os_error, socket.gaierror):
+            if os_error.errno == socket.EAI_AGAIN:
+                # The resolver did not answer (a DNS server down): not a wrong name. Retried.
+                return "connection", f"cannot resolve {host} for now"
+            return "unknown_host", f"unknown host {host}: check --endpoint {endpoint}"
+        if isinstance(os_error, ConnectionRefusedError) or os_error.errno == errno.ECONNREFUSED:
+            return "connection_refused", f"connection refused by {endpoint}"
+        reason = os_error.strerror or str(os_error) or type(os_error).__name__
+        return "connection", f"cannot connect to {endpoint}: {reason}"
+    if isinstance(exc, TimeoutError):  # aiohttp's ServerTimeoutError too
+        return "timeout", f"no answer in time ({type(exc).__name__})"
+    if isinstance(exc, aiohttp.ClientConnectionError):
+        return "connection", f"{type(exc).__name__}: {exc}"
+    return "client_error", f"{type(exc).__name__}: {exc}"
 
 
 class ImageForm:
@@ -187,6 +396,7 @@ class NhnClient:
 
     def __init__(self, api: ApiSettings, *, connections: int) -> None:
         self._api = api
+        self.endpoint = api.endpoint
         self._url = api.endpoint.rstrip("/") + API_PATH.format(app_key=api.app_key)
         self._connections = connections
         self._session: aiohttp.ClientSession | None = None
@@ -197,11 +407,24 @@ class NhnClient:
         timeout = aiohttp.ClientTimeout(
             total=self._api.timeout_s, sock_connect=self._api.connect_timeout_s
         )
-        connector = aiohttp.TCPConnector(limit=self._connections, limit_per_host=self._connections)
+        connector = aiohttp.TCPConnector(
+            limit=self._connections,
+            limit_per_host=self._connections,
+            ssl=ssl_context(self._api.ca_bundle) or True,
+        )
+        # Told when a request's headers have left: a failure before that cost no call.
+        tracing = aiohttp.TraceConfig()
+        tracing.on_request_headers_sent.append(_mark_sent)
         self._session = aiohttp.ClientSession(
             timeout=timeout,
             connector=connector,
-            headers={"Authorization": self._api.secret_key.reveal()},
+            headers={
+                "Authorization": self._api.secret_key.reveal(),
+                # Only what read_capped inflates itself, within the cap.
+                "Accept-Encoding": "gzip, deflate",
+            },
+            auto_decompress=False,
+            trace_configs=[tracing],
         )
         return self
 
@@ -212,38 +435,52 @@ class NhnClient:
     async def recognize(self, data: bytes, filename: str, content_type: str) -> Answer:
         assert self._session is not None, "use NhnClient as `async with`"
         body = self._form.body(data, filename, content_type)
+        request = SimpleNamespace(sent=False)
         started = time.monotonic()
         try:
             async with self._session.post(
-                self._url, data=body, headers=self._form_headers
+                self._url,
+                data=body,
+                headers=self._form_headers,
+                allow_redirects=False,
+                trace_request_ctx=request,
             ) as response:
-                body = await response.read()
-                latency_s = time.monotonic() - started
-                retry_after = response.headers.get("Retry-After")
-                answer = parse_answer(response.status, body, latency_s, retry_after)
-                return self._redacted(answer)
-        except TimeoutError:
-            return self._transport("timeout", "no answer in time", started)
-        except aiohttp.ClientConnectionError as exc:
-            return self._transport("connection", f"{type(exc).__name__}: {exc}", started)
-        except aiohttp.ClientError as exc:
-            return self._transport("client_error", f"{type(exc).__name__}: {exc}", started)
+                return await self._answer(response, started)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            code, message = transport_failure(exc, self._api.endpoint)
+            message = self.redact(message)[:MESSAGE_MAX_CHARS]
+            latency_s = time.monotonic() - started
+            return Answer(code, message, latency_s, reached=request.sent)
 
-    def _redacted(self, answer: Answer) -> Answer:
-        """A gateway page may echo our request headers, the secret among them."""
-        secret = self._api.secret_key.reveal()
-        if secret in answer.message:
-            answer = dataclasses.replace(answer, message=self.redact(answer.message))
-        recognition = answer.recognition
-        if recognition is not None and secret in recognition.raw:
-            recognition = dataclasses.replace(recognition, raw=self.redact(recognition.raw))
-            answer = dataclasses.replace(answer, recognition=recognition)
-        return answer
+    async def _answer(self, response: aiohttp.ClientResponse, started: float) -> Answer:
+        secret = self._api.secret_key
+        if 300 <= response.status < 400:
+            body, problem = b"", None  # a redirect's body says nothing we take
+            response.close()
+        else:
+            body, problem = await read_capped(response)
+            if problem is not None:
+                response.close()  # never read the rest, and never reuse the connection
+        latency_s = time.monotonic() - started
+        if problem is not None and response.status == 200:
+            return bad_response(problem, body, latency_s, response.status, Scrubber(secret))
+        return parse_answer(
+            response.status,
+            body,
+            latency_s,
+            response.headers.get(hdrs.RETRY_AFTER),
+            location=response.headers.get(hdrs.LOCATION),
+            secret=secret,
+        )
 
     def redact(self, text: str) -> str:
         """`text` made safe to log or store: the secret key replaced by `***`."""
         return self._api.secret_key.redact(text)
 
-    def _transport(self, code: str, message: str, started: float) -> Answer:
-        message = self.redact(message)[:MESSAGE_MAX_CHARS]
-        return Answer(Kind.RETRY, code, message, time.monotonic() - started)
+
+async def _mark_sent(
+    _session: aiohttp.ClientSession,
+    context: SimpleNamespace,
+    _params: aiohttp.TraceRequestHeadersSentParams,
+) -> None:
+    context.trace_request_ctx.sent = True

@@ -3,7 +3,6 @@ and nothing written to the database."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 from dataclasses import dataclass
 from itertools import islice
@@ -14,10 +13,10 @@ from pipeline.capture import PathPattern
 from pipeline.config import RunSettings
 from pipeline.db import parse_url
 from pipeline.errors import EXIT_OK
+from pipeline.preflight import MAX_IMAGE_BYTES, in_daemon_thread
 from pipeline.progress import format_duration
 from pipeline.scanner import SCAN_BATCH_FILES, Filter, ScanStats, walk
 from pipeline.store import Store
-from pipeline.workers import MAX_IMAGE_BYTES
 
 SENT_AGAIN = ("pending", "running")  # what a run sends of the items a job already has
 
@@ -64,7 +63,7 @@ async def _plan(store: Store | None, settings: RunSettings) -> Plan:
     stats = ScanStats()
     keep = Filter(settings.include, settings.exclude)
     files = walk(settings.roots, keep, stats, PathPattern.parse(settings.capture_pattern))
-    while batch := await asyncio.to_thread(lambda: list(islice(files, SCAN_BATCH_FILES))):
+    while batch := await in_daemon_thread(lambda: list(islice(files, SCAN_BATCH_FILES))):
         known = await store.known_states(settings.job, [f.path for f in batch]) if store else {}
         for found in batch:
             plan.files += 1

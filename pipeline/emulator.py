@@ -485,7 +485,9 @@ async def _serve(host: str, port: int, app_options: dict[str, Any]) -> None:
     "--secret-key",
     envvar="NHN_OCR_SECRET_KEY",
     default="demo-secret-key",
-    show_default=False,  # the value may be a real secret taken from the environment
+    # The default is the emulator's fixed test secret, published in README, so it is shown.
+    # Help shows defaults only, never what the environment holds: a real key stays unseen.
+    show_default=True,
     show_envvar=True,
     help="secretKey expected in the Authorization header.",
 )

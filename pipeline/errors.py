@@ -2,6 +2,7 @@
 
     PipelineError                 root; carries the exit code the CLI ends with
     ├── ConfigError               bad settings or credentials missing (exit 1)
+    │   └── BadUrlError           a --db URL that cannot name a database (exit 2, usage)
     ├── DatabaseError             the database is unreachable or refused a statement (exit 1)
     ├── JobBusyError              another live run holds the job (exit 1)
     └── JobNotFoundError          naming a job that does not exist (exit 2)
@@ -27,6 +28,12 @@ class PipelineError(Exception):
 
 class ConfigError(PipelineError):
     """Settings that cannot work: missing credentials, an unparsable URL, bad values."""
+
+
+class BadUrlError(ConfigError):
+    """A database URL that cannot work whatever the server: a usage error, like a bad flag."""
+
+    exit_code = EXIT_USAGE
 
 
 class DatabaseError(PipelineError):

@@ -10,7 +10,10 @@ from datetime import UTC, datetime
 
 from pipeline.config import Secret
 
-QUIET_LOGGERS = ("aiohttp.access", "alembic")  # not an operator's business by default
+# Not an operator's business, not even with -v: aiosqlite logs every statement it runs (1,400
+# lines for a small job), PIL every chunk of every image it opens. -v means platepipe's own
+# detail: one line per API call.
+QUIET_LOGGERS = ("aiohttp.access", "alembic", "aiosqlite", "asyncio", "PIL")
 
 
 class JsonFormatter(logging.Formatter):

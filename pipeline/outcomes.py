@@ -6,15 +6,28 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
+from pipeline.verdicts import Verdict, judge
 
-class Kind(StrEnum):
-    """What one API answer means for the item and for the run (SPEC's result-code table)."""
+
+class ItemStatus(StrEnum):
+    """An item's `status` column."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+class CallResult(StrEnum):
+    """What one call did to its item: the `attempts.outcome` column."""
 
     DONE = "done"
-    RETRY = "retry"  # transient: try the item again later
-    UNKNOWN = "unknown"  # an undocumented code: retried a few times, then failed
-    PERMANENT = "permanent"  # the item can never succeed: failed with the code
-    FATAL = "fatal"  # no call can succeed: stop the run, items stay pending
+    RETRY = "retry"
+    FAILED = "failed"
+    FATAL = "fatal"  # the run stopped; the item stays pending, its attempts as they were
+    PAUSED = "paused"  # during an outage: not counted against the item
+    THROTTLED = "throttled"  # refused for the API's call limit: not counted against the item
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,19 +55,27 @@ class Recognition:
     resolution: str | None
     plates: tuple[Plate, ...]
     raw: str  # the response body as received, for audits and re-parsing
+    result_code: int = 0  # 4000201 / 5004003: recognized without a plate, kept for review
 
 
 @dataclass(frozen=True, slots=True)
 class Answer:
-    """One API call's result, classified."""
+    """One API call's result. What it means is its code's `verdict` (pipeline/verdicts.py)."""
 
-    kind: Kind
-    code: str  # the NHN resultCode as text, or a transport reason such as `timeout`
+    code: str  # the NHN resultCode as text, `http_NNN`, or a transport reason like `timeout`
     message: str
     latency_s: float
     http_status: int | None = None
-    recognition: Recognition | None = None
+    recognition: Recognition | None = None  # for a done or no-plate verdict
     retry_after_s: float | None = None  # a gateway's Retry-After, a minimum pause for the pool
+    # Whether the request reached the API (a call to count): False when no connection was made
+    # (refused, unknown host, a certificate that does not verify, a connect timeout); True for
+    # every answer and for a request that was sent but not answered in time.
+    reached: bool = True
+
+    @property
+    def verdict(self) -> Verdict:
+        return judge(self.code)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +84,7 @@ class Call:
 
     started_at: datetime
     answer: Answer
-    result: str  # done | retry | failed | fatal | paused (an outage: the attempt is not counted)
+    result: CallResult
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,13 +92,17 @@ class Outcome:
     """What the writer records for one claimed item, in one transaction with its batch."""
 
     item_id: int
-    status: str  # done | pending | failed | skipped
+    status: ItemStatus  # done | pending | failed | skipped
     attempts: int
     error_code: str | None = None
     error_message: str | None = None
     next_attempt_at: datetime | None = None
     call: Call | None = None  # None when no call was spent (skipped, released)
     captured_at: datetime | None = None  # EXIF or mtime, for an item the path did not date
+    # The file as it was read for the call: the item keeps them, so that the next scan of an
+    # unchanged file finds nothing new. None: the scan's stay (no call was made).
+    size: int | None = None
+    mtime: float | None = None
 
     @property
     def recognition(self) -> Recognition | None:

@@ -5,9 +5,11 @@
   of every second left for send and network jitter), so the event loop's timer lateness is
   made up by the next calls instead of being lost on every one (a leaky bucket of one request,
   aiolimiter's, lost 2.8 % of 40/s that way, more at higher rates); no start-up burst. When
-  the API refuses for its call limit (4000006, HTTP 429) the whole pool slows down: the rate
-  halves (at most once a second, since one overshoot draws many refusals at once), then
-  recovers additively; a Retry-After pauses every worker at least that long.
+  the API refuses for its call limit (a throttle verdict: 4000006, 5000503, HTTP 429) the
+  whole pool slows down: the rate halves (at most once a second, since one overshoot draws
+  many refusals at once), then recovers additively; a Retry-After pauses every worker at least
+  that long. A throttle with no call let through for longer than `--max-outage` (a spent
+  quota) ends the run like an outage.
 - `Breaker`: when every call fails the way an outage does (refused connections, timeouts,
   gateway 5xx), the pool stops sending and probes with one call at a time instead of burning
   every item's attempts; when the outage lasts longer than `max_outage_s`, the run ends.
@@ -22,7 +24,8 @@ import time
 from collections import deque
 
 from pipeline.config import DEFAULT_MAX_OUTAGE_S
-from pipeline.outcomes import Answer, Kind
+from pipeline.outcomes import Answer
+from pipeline.verdicts import Verdict
 
 log = logging.getLogger(__name__)
 
@@ -31,20 +34,18 @@ RECOVER_FRACTION_PER_S = 0.05  # additive increase: 5 % of the ceiling per quiet
 MIN_RATE_PER_S = 0.2
 PACE_MARGIN = 0.02  # slots 2 % wider than the rate: 20 ms a second for jitter
 MAX_LAG_S = 0.005  # lateness up to this is made up by the next calls; a longer stall is not
-THROTTLE_CODES = frozenset({"4000006", "http_429"})
 MAX_RETRY_AFTER_S = 300.0  # a gateway asking for an hour gets five minutes, then a probe
 
-OUTAGE_CODES_PREFIXES = ("connection", "timeout", "http_5", "client_error")
 OUTAGE_AFTER_FAILURES = 8  # consecutive outage-like answers across the pool
 PROBE_EVERY_S = (1.0, 2.0, 5.0, 10.0, 30.0)  # growing pause between probes while open
 
 
 def is_throttle(answer: Answer) -> bool:
-    return answer.code in THROTTLE_CODES
+    return answer.verdict is Verdict.THROTTLE
 
 
 def is_outage(answer: Answer) -> bool:
-    return answer.kind is Kind.RETRY and answer.code.startswith(OUTAGE_CODES_PREFIXES)
+    return answer.verdict is Verdict.OUTAGE
 
 
 class RateGovernor:
@@ -63,6 +64,7 @@ class RateGovernor:
         self._last_decrease = -DECREASE_COOLDOWN_S
         self._last_recover = 0.0
         self.throttled = 0  # how many times the pool was slowed down
+        self._throttled_since: float | None = None  # the first refusal since the last success
 
     async def acquire(self) -> None:
         """Wait for this worker's turn to send one request (or for the run to stop)."""
@@ -123,10 +125,20 @@ class RateGovernor:
         """Send nothing for a while (a worker joining waits until its peers have made room)."""
         self._paused_until = max(self._paused_until, time.monotonic() + seconds)
 
+    def throttled_for_s(self) -> float:
+        """How long every answer has been a throttle (0 when the last one was not)."""
+        if self._throttled_since is None:
+            return 0.0
+        return time.monotonic() - self._throttled_since
+
     def on_answer(self, answer: Answer) -> None:
-        if not is_throttle(answer):
-            return
         now = time.monotonic()
+        if not is_throttle(answer):
+            if answer.reached:
+                self._throttled_since = None
+            return
+        if self._throttled_since is None:
+            self._throttled_since = now
         if answer.retry_after_s:
             pause_s = min(answer.retry_after_s, MAX_RETRY_AFTER_S)
             self._paused_until = max(self._paused_until, now + pause_s)
@@ -136,7 +148,11 @@ class RateGovernor:
         self.current_per_s = max(self.current_per_s / 2, min(MIN_RATE_PER_S, self.share_per_s))
         self._last_decrease = now
         self.throttled += 1
-        log.warning("the API's call limit was hit: slowing to %.1f requests/s", self.current_per_s)
+        log.warning(
+            "the API's call limit was hit (%s): slowing to %.1f requests/s",
+            answer.code,
+            self.current_per_s,
+        )
 
     def _recover(self) -> None:
         """Additive increase: from a second after the last halving, 5 % of the share a second."""

@@ -10,10 +10,15 @@ from pipeline.store import JobSummary, WorkerState
 TOP_ERROR_CODES = 5
 
 
+def plural(n: int, word: str) -> str:
+    """`1 item`, `2 items`, `0 items`."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
 def format_job(summary: JobSummary) -> str:
     counts = summary.counts
     lines = [
-        f"job {summary.name}: {summary.total} items",
+        f"job {summary.name}: {plural(summary.total, 'item')}",
         "  " + ", ".join(f"{status} {n}" for status, n in counts.items()),
         f"  API calls recorded: {summary.calls}",
     ]
@@ -62,7 +67,7 @@ def format_jobs_line(summary: JobSummary) -> str:
     counts = ", ".join(f"{k} {v}" for k, v in summary.counts.items() if v) or "empty"
     last = summary.last_activity
     when = last.isoformat(sep=" ", timespec="seconds") + " UTC" if last else "-"
-    return f"{summary.name}\t{summary.total} items ({counts})\tlast activity {when}"
+    return f"{summary.name}\t{plural(summary.total, 'item')} ({counts})\tlast activity {when}"
 
 
 def format_report(report: Any) -> str:
@@ -71,11 +76,12 @@ def format_report(report: Any) -> str:
     rate = pool.calls / elapsed if elapsed > 0 else 0.0
     lines = [
         format_job(report.job),
-        f"this run: scanned {report.scan.files} files, {pool.calls} calls "
+        f"this run: scanned {plural(report.scan.files, 'file')}, {plural(pool.calls, 'call')} "
         f"({pool.retries} retried) in {elapsed:.1f}s, {rate:.1f} calls/s",
     ]
     if report.scan.unreadable_dirs:
-        lines.append(f"  not scanned: {report.scan.unreadable_dirs} folders could not be listed")
+        folders = plural(report.scan.unreadable_dirs, "folder")
+        lines.append(f"  not scanned: {folders} could not be listed (see the warnings)")
     if report.stopped_by and not report.fatal:
         why = report.message or report.stopped_by
         lines.append(f"stopped early ({why}): run again to resume")

@@ -30,7 +30,7 @@ from pipeline.outcomes import Outcome
 from pipeline.pacing import Breaker, RateGovernor
 from pipeline.progress import LIVE_REFRESH_S, LineProgress, LiveProgress, Snapshot
 from pipeline.scanner import Filter, ScanStats, scan_into
-from pipeline.store import DB_RIDE_OUT_S, ClaimedItem, Job, JobSummary, Store, utcnow
+from pipeline.store import ClaimedItem, Job, JobSummary, Store, utcnow
 from pipeline.workers import PoolStats, RetryPolicy, WorkerPool
 from pipeline.writer import Writer
 
@@ -64,7 +64,9 @@ class RunReport:
         counts = self.job.counts
         if counts["pending"] or counts["running"]:
             return EXIT_STOPPED  # stopped early, or another process still works on it
-        if counts["failed"]:
+        if counts["failed"] or self.scan.unreadable_dirs:
+            # A folder that could not be listed hides images nobody sent: as much for the
+            # operator to fix (permissions, a path too long) as a failed item.
             return EXIT_FAILED_ITEMS
         return EXIT_OK
 
@@ -116,7 +118,7 @@ async def run_job(settings: RunSettings, store: Store, *, kind: str = "run") -> 
     anywhere, through the database: the rate is split between the live ones.
     """
     started = time.monotonic()
-    store.ride_out_s = DB_RIDE_OUT_S  # connected: from now on, wait out database restarts
+    store.ride_out_s = settings.max_db_outage_s  # connected: from now on, wait out restarts
     job = await store.ensure_job(settings.job, create=bool(settings.roots))
     run = _Run(settings, store, job, breaker=Breaker(settings.max_outage_s), kind=kind)
     run.peers_at_start = await store.register_worker(job, run.worker_id, kind=kind)
@@ -138,7 +140,7 @@ async def run_job(settings: RunSettings, store: Store, *, kind: str = "run") -> 
 
 async def scan_job(settings: RunSettings, store: Store) -> ScanStats:
     """`platepipe scan`: enqueue the roots' images into the job (created if new), no calls."""
-    store.ride_out_s = DB_RIDE_OUT_S
+    store.ride_out_s = settings.max_db_outage_s
     job = await store.ensure_job(settings.job, create=True)
     stats = ScanStats()
     keep = Filter(settings.include, settings.exclude)
@@ -173,6 +175,7 @@ async def _run_stages(run: _Run) -> PoolStats:
             run.stop,
             run.request_stop,
             settings.max_requests,
+            writable=run.store.writable,
             lease=run.lease,
         )
         with _signals_stop(run, on_second=lambda: [w.cancel() for w in workers]):

@@ -19,6 +19,7 @@ from itertools import islice
 
 from pipeline.capture import PathPattern
 from pipeline.outcomes import Found
+from pipeline.preflight import in_daemon_thread
 from pipeline.store import Job, Store
 
 log = logging.getLogger(__name__)
@@ -129,18 +130,37 @@ def _found(path: str, stats: ScanStats, capture: PathPattern | None) -> Found | 
     stats.files += 1
     size, mtime = (st.st_size, st.st_mtime) if st else (0, 0.0)
     raw_path = None
-    try:
-        path.encode("utf-8")
-    except UnicodeEncodeError:
-        # The database stores text: keep a readable escaped name and the real bytes beside it.
-        path, raw_path = _shown(path), os.fsencode(path)
+    shown = _shown(path)
+    if shown != path:
+        # The database stores text: keep the escaped name, and the real bytes beside it.
+        path, raw_path = shown, os.fsencode(path)
     camera, captured_at = capture.match(path) if capture else (None, None)
     return Found(path, size, mtime, raw_path, camera, captured_at)
 
 
+# The text an escape writes: a byte that is not UTF-8 is always 0x80 or above.
+_LOOKS_ESCAPED = re.compile(r"\\x[89a-f][0-9a-f]")
+
+
 def _shown(path: str) -> str:
-    """`path` as text that any database and terminal takes: odd bytes as \\xNN escapes."""
-    return os.fsencode(path).decode("utf-8", errors="backslashreplace")
+    """`path` as text that any database and terminal takes, one text per path (items are keyed
+    on it): a UTF-8 path as it is, unless it holds text that reads like an escape (`\\xff`);
+    any other path escaped: each backslash doubled, each byte that is not UTF-8 as `\\xNN`.
+
+    One-to-one: a path shown as it is holds no `\\xNN` text, while an escaped one always does
+    (an odd byte's escape, or a doubled backslash before such text); and within the escaped
+    ones every literal backslash is doubled, so each reads back to exactly one name. Plain
+    names, Windows-looking ones with backslashes included, are shown unchanged.
+    """
+    if _LOOKS_ESCAPED.search(path) is None:
+        try:
+            path.encode("utf-8")
+            return path
+        except UnicodeEncodeError:
+            pass  # bytes that are not UTF-8 (surrogate escapes from the file system)
+    # 0x5C is never part of a multi-byte UTF-8 sequence: doubling it in the bytes is safe.
+    raw = os.fsencode(path).replace(b"\\", b"\\\\")
+    return raw.decode("utf-8", errors="backslashreplace")
 
 
 async def scan_into(
@@ -162,14 +182,15 @@ async def scan_into(
     def take() -> list[Found]:
         return list(islice(files, SCAN_BATCH_FILES))
 
-    walking = asyncio.ensure_future(asyncio.to_thread(take))
+    walking = asyncio.ensure_future(in_daemon_thread(take))
     try:
         while batch := await walking:
-            walking = asyncio.ensure_future(asyncio.to_thread(take))
+            walking = asyncio.ensure_future(in_daemon_thread(take))
             stats.queued += await store.add_items(job, batch)
             on_batch()
     finally:
         # On an error or a stop the walk's thread, if busy, finishes its batch on its own (it
-        # holds the generator); nobody waits for it, on a hung file system least of all.
+        # holds the generator); nobody waits for it, on a hung file system least of all: it is
+        # a daemon thread, so not even the process's exit does.
         walking.cancel()
     stats.finished = True

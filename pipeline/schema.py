@@ -118,6 +118,8 @@ recognitions = Table(
     Column("resolution", String(16)),
     Column("latency_ms", Integer, nullable=False),
     Column("raw_response", Text, nullable=False),
+    # NHN's resultCode: 0, or 4000201 / 5004003 for a picture recognized without a plate.
+    Column("result_code", Integer, nullable=False, server_default="0"),
     Column("recognized_at", DateTime, nullable=False),
 )
 
@@ -147,7 +149,8 @@ attempts = Table(
     Column("attempt", Integer, nullable=False),
     Column("started_at", DateTime, nullable=False),
     Column("duration_ms", Integer, nullable=False),
-    Column("outcome", String(16), nullable=False),  # done | retry | failed | fatal | paused
+    # done | retry | failed | fatal | paused | throttled (pipeline.outcomes.CallResult)
+    Column("outcome", String(16), nullable=False),
     Column("code", String(64), nullable=False),
     Column("http_status", Integer),
     Column("message", Text),

@@ -23,7 +23,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import (
+    BigInteger,
     DateTime,
+    Float,
     Text,
     and_,
     bindparam,
@@ -47,7 +49,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from pipeline import db, liveness
 from pipeline.errors import DatabaseError, JobBusyError, JobNotFoundError
-from pipeline.outcomes import Found, Outcome
+from pipeline.outcomes import CallResult, Found, Outcome
 from pipeline.schema import STATUSES, attempts, items, jobs, plates, recognitions, workers
 
 log = logging.getLogger(__name__)
@@ -62,13 +64,23 @@ CLOCK_SHIFT_IGNORED = timedelta(seconds=1)  # a host this close to the database'
 REGISTRY_LOCK = 0x504C5031  # held while a job's workers register: one at a time per job
 WORKER_LOCK = 0x504C5032  # held by each worker's own connection while its process lives
 DB_RETRY_DELAYS_S = (0.2, 0.5, 1.0, 2.0, 5.0)  # then every 5 s, within `Store.ride_out_s`
-DB_RIDE_OUT_S = 300.0  # how long a run waits out a database restart before giving up
 RATE_WINDOW_S = 60.0  # `status` reports the call rate over this last stretch
 EXPORT_CHUNK = 1000  # rows fetched at a time while exporting
 
 # SQLSTATE classes that a retry can cure: connection exceptions, operator intervention
-# (a restart, pg_terminate_backend), serialization failures and deadlocks.
-TRANSIENT_SQLSTATE_PREFIXES = ("08", "57P", "40001", "40P01")
+# (a restart, pg_terminate_backend), serialization failures and deadlocks, insufficient
+# resources (a full disk) and a server that is read-only for now (a standby, a full disk).
+TRANSIENT_SQLSTATE_PREFIXES = ("08", "57P", "40001", "40P01", "53", "25006")
+# SQLite's words for the same: the file is busy, the disk is full or failing, or it cannot be
+# written for now. None of these is the fault of the row being written.
+TRANSIENT_SQLITE_WORDS = (
+    "database is locked",
+    "connection is closed",
+    "database or disk is full",
+    "disk i/o error",
+    "readonly database",
+    "unable to open database file",
+)
 
 T = TypeVar("T")
 
@@ -83,14 +95,16 @@ def _is_transient(exc: BaseException) -> bool:
     if sqlstate.startswith(TRANSIENT_SQLSTATE_PREFIXES):
         return True
     text = str(reason).lower()
-    return "database is locked" in text or "connection is closed" in text
+    return any(words in text for words in TRANSIENT_SQLITE_WORDS)
 
 
 def _retried(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
     """Retry `method` on transient database errors for up to the store's `ride_out_s`.
 
     Safe because every retried method is idempotent or harmless to repeat: a claim whose
-    answer was lost leaves items leased to this run, which the claimer gives back.
+    answer was lost leaves items leased to this run, which the claimer gives back. While
+    the database is away, `Store.writable` is clear, so no API call starts whose answer
+    could not be stored.
     """
 
     @functools.wraps(method)
@@ -99,8 +113,12 @@ def _retried(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]
         delays = iter(DB_RETRY_DELAYS_S)
         while True:
             try:
-                return await method(self, *args, **kwargs)
+                result = await method(self, *args, **kwargs)
+                self.writable.set()
+                return result
             except DatabaseError as exc:
+                if exc.transient:
+                    self.writable.clear()
                 if not exc.transient or time.monotonic() >= give_up_at:
                     raise
                 delay = next(delays, DB_RETRY_DELAYS_S[-1])
@@ -260,10 +278,13 @@ class Store:
     def __init__(self, engine: AsyncEngine, url: str) -> None:
         self.engine = engine
         self.url = url
-        # 0 for one-shot commands (fail fast, exit 1); a run sets DB_RIDE_OUT_S.
+        # 0 for one-shot commands (fail fast, exit 1); a run sets `--max-db-outage`.
         self.ride_out_s = 0.0
         self.heartbeat_timeout_s = heartbeat_timeout_s()
         self._worker_lock: AsyncConnection | None = None  # PostgreSQL: see _hold_worker_lock
+        # Clear while the database refuses writes for a reason a retry can cure.
+        self.writable = asyncio.Event()
+        self.writable.set()
         self._postgres = engine.dialect.name == "postgresql"
         self._insert = pg_insert if self._postgres else sqlite_insert
         # DO NOTHING: a scan of the same job on another machine may have been first.
@@ -273,18 +294,54 @@ class Store:
         self._insert_new_items = _BulkInsert(self._insert_new, _NEW_ITEM_COLUMNS, engine.dialect)
 
     @classmethod
-    async def open(cls, url: str, *, migrate: bool = True) -> Store:
-        """Connect (and by default bring the schema up to date); DatabaseError if unreachable."""
-        engine = db.create_engine(url)
+    async def open(
+        cls, url: str, *, migrate: bool = True, existing: bool = False, read_only: bool = False
+    ) -> Store:
+        """Connect (and by default bring the schema up to date); DatabaseError if unreachable.
+
+        `existing` creates nothing: a SQLite file that is not there, or a database without
+        platepipe's schema, is a one-line DatabaseError (for commands that must not make a
+        database by mistake). `read_only` implies it, and opens a connection that cannot write.
+        """
+        existing = existing or read_only
+        if existing:
+            _check_sqlite_file(url)
+        engine = db.create_engine(url, read_only=read_only)
         store = cls(engine, url)
         try:
-            async with store._begin() as connection:
-                if migrate:
+            if existing:
+                await store._check_schema()
+            elif migrate:
+                async with store._begin() as connection:
                     await db.upgrade(connection)
+            else:
+                async with store._begin(writes=False):
+                    pass  # reachable, or a DatabaseError now
         except BaseException:
             await engine.dispose()
             raise
         return store
+
+    async def upgrade_schema(self) -> tuple[str | None, str | None]:
+        """Apply the migrations the database lacks; its revision before and after."""
+        before = await self.schema_revision()
+        async with self._begin() as connection:
+            await db.upgrade(connection)
+        return before, await self.schema_revision()
+
+    async def _check_schema(self) -> None:
+        revision = await self.schema_revision()
+        where = f"database {db.display_url(self.url)}"
+        if revision is None:
+            raise DatabaseError(
+                f"{where} has no platepipe tables (a wrong database name? "
+                "`platepipe db upgrade` or a first `run` makes them)"
+            )
+        if revision.isdigit() and db.HEAD_REVISION.isdigit() and revision < db.HEAD_REVISION:
+            raise DatabaseError(
+                f"{where} is at schema revision {revision}, older than this platepipe's "
+                f"{db.HEAD_REVISION}: run `platepipe db upgrade` first"
+            )
 
     async def close(self) -> None:
         await self._drop_worker_lock()
@@ -813,10 +870,10 @@ class Store:
                 await connection.execute(
                     _SET_STATE.where(*still_ours), [_state_row(o, now) for o in other]
                 )
-            attempt_rows = [_attempt_row(o) for o in paid]
-            if attempt_rows:
-                await connection.execute(insert(attempts), attempt_rows)
-            await _touch(connection, job, now, calls=len(attempt_rows))
+            if paid:
+                await connection.execute(_INSERT_ATTEMPT, [_attempt_row(o) for o in paid])
+            reached = sum(o.call.answer.reached for o in paid)  # type: ignore[union-attr]
+            await _touch(connection, job, now, calls=reached)
 
     async def _still_leased(
         self, connection: AsyncConnection, outcomes: Sequence[Outcome], worker_id: str
@@ -912,6 +969,7 @@ class Store:
             chosen = or_(chosen, items.c.status == "done")
         now = utcnow()
         async with self._begin() as connection:
+            await self._refuse_if_worked(connection, job, now)
             result = await connection.execute(
                 update(items)
                 .where(items.c.job_id == job.id, chosen)
@@ -927,6 +985,21 @@ class Store:
             if result.rowcount:
                 await _touch(connection, job, now)
         return result.rowcount or 0
+
+    async def _refuse_if_worked(self, connection: AsyncConnection, job: Job, now: datetime):
+        """JobBusyError while a run or `work` process is live on the job (the liveness test
+        `register_worker` applies): it would send again what is re-queued under it."""
+        now = await self._clock(connection)
+        rows = (await connection.execute(select(workers).where(workers.c.job_id == job.id))).all()
+        locked = await self._worker_locks(connection)
+        live = [r for r in rows if not self._is_dead(r, now, locked)]
+        if live:
+            other = live[0]
+            age = (now - other.heartbeat_at).total_seconds()
+            raise JobBusyError(
+                f"job {job.name!r} is being processed by pid {other.pid} on {other.host} "
+                f"(`{other.kind}`, heartbeat {age:.0f}s ago): retry when it has ended"
+            )
 
     async def reads(self, job: Job) -> AsyncIterator[Any]:
         """Every plate read of the job as plate_reads' columns, streamed in item order."""
@@ -1004,6 +1077,8 @@ _SET_STATE = (
         error_message=bindparam("b_error_message"),
         next_attempt_at=bindparam("b_next_attempt_at"),
         captured_at=func.coalesce(items.c.captured_at, bindparam("b_captured_at", type_=DateTime)),
+        size=func.coalesce(bindparam("b_size", type_=BigInteger), items.c.size),
+        mtime=func.coalesce(bindparam("b_mtime", type_=Float), items.c.mtime),
         lease_owner=None,
         lease_expires_at=None,
         updated_at=bindparam("b_now"),
@@ -1020,8 +1095,20 @@ def _state_row(outcome: Outcome, now: datetime) -> dict[str, Any]:
         "b_error_message": outcome.error_message,
         "b_next_attempt_at": outcome.next_attempt_at,
         "b_captured_at": outcome.captured_at,
+        "b_size": outcome.size,
+        "b_mtime": outcome.mtime,
         "b_now": now,
     }
+
+
+# Attempts are numbered 1, 2, 3, ... per item, whatever each one's outcome: throttled, paused
+# and fatal calls leave the item's `attempts` as they were, but each is still one more call.
+_INSERT_ATTEMPT = insert(attempts).values(
+    item_id=bindparam("b_item"),
+    attempt=select(func.count() + 1)
+    .where(attempts.c.item_id == bindparam("b_item"))
+    .scalar_subquery(),
+)
 
 
 def _attempt_row(outcome: Outcome) -> dict[str, Any]:
@@ -1029,15 +1116,13 @@ def _attempt_row(outcome: Outcome) -> dict[str, Any]:
     assert call is not None
     answer = call.answer
     return {
-        "item_id": outcome.item_id,
-        # Paused and fatal calls leave the item's count as it was; the call is still one more.
-        "attempt": outcome.attempts + (call.result in ("paused", "fatal")),
+        "b_item": outcome.item_id,
         "started_at": call.started_at,
         "duration_ms": round(answer.latency_s * 1000),
         "outcome": call.result,
         "code": answer.code,
         "http_status": answer.http_status,
-        "message": None if call.result == "done" else answer.message,
+        "message": None if call.result is CallResult.DONE else answer.message,
     }
 
 
@@ -1051,6 +1136,7 @@ def _recognition_rows(done: Iterable[Outcome], now: datetime) -> Iterable[dict[s
             "resolution": recognition.resolution,
             "latency_ms": round(outcome.call.answer.latency_s * 1000),
             "raw_response": recognition.raw,
+            "result_code": recognition.result_code,
             "recognized_at": now,
         }
 
@@ -1086,6 +1172,16 @@ def _on_db_clock(outcomes: Sequence[Outcome], shift: timedelta) -> Sequence[Outc
         )
         for o in outcomes
     ]
+
+
+def _check_sqlite_file(url: str) -> None:
+    """A SQLite URL must name a file that is there: opening one that is not creates it."""
+    path = db.sqlite_path(url)
+    if path is not None and not os.path.isfile(path):
+        raise DatabaseError(
+            f"no database at {os.path.abspath(path)}: check --db "
+            "(`platepipe run` or `platepipe db upgrade` makes one)"
+        )
 
 
 def _leased(worker_id: str | None) -> list[Any]:

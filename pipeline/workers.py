@@ -11,25 +11,26 @@ import asyncio
 import dataclasses
 import logging
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-import aiofiles.os
-
 from pipeline.capture import exif_taken_at, from_mtime
 from pipeline.client import NhnClient
 from pipeline.lease import Lease
-from pipeline.outcomes import Answer, Call, Kind, Outcome
-from pipeline.pacing import Breaker, OutageTooLong, RateGovernor, is_throttle
+from pipeline.outcomes import Answer, Call, CallResult, ItemStatus, Outcome
+from pipeline.pacing import Breaker, OutageTooLong, RateGovernor
+from pipeline.preflight import Read, read_checked, sniff_type
 from pipeline.store import ClaimedItem, utcnow
+from pipeline.verdicts import Verdict, result_key
 
 log = logging.getLogger(__name__)
 
-MAX_IMAGE_BYTES = 5 * 1024 * 1024
 UNKNOWN_CODE_MAX_ATTEMPTS = 3
-JPEG_MAGIC = b"\xff\xd8\xff"
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+# Refused connections before anything answered in this run: a wrong port or a service that is
+# not there, given this long to come up (a restart) before the run stops as fatal.
+REFUSED_GRACE_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -53,89 +54,48 @@ class RetryPolicy:
         During an outage (`outage`) a failed call does not count against the item's attempts:
         the service is down, not the image.
         """
+        verdict = answer.verdict
         attempts = item.attempts + 1
-        if answer.kind is Kind.DONE:
-            return Outcome(item.id, "done", attempts, call=Call(started_at, answer, "done"))
-        if answer.kind is Kind.FATAL:
-            # The run stops; the item is untouched and stays pending for the next run.
-            call = Call(started_at, answer, "fatal")
-            return Outcome(item.id, "pending", item.attempts, call=call)
         error = (answer.code, answer.message)
-        if outage and answer.kind is Kind.RETRY:
-            call = Call(started_at, answer, "paused")
-            return Outcome(item.id, "pending", item.attempts, *error, call=call)
-        if is_throttle(answer):
+        if verdict.recognized:
+            call = Call(started_at, answer, CallResult.DONE)
+            return Outcome(item.id, ItemStatus.DONE, attempts, call=call)
+        if verdict is Verdict.FATAL:
+            # The run stops; the item is untouched and stays pending for the next run.
+            call = Call(started_at, answer, CallResult.FATAL)
+            return Outcome(item.id, ItemStatus.PENDING, item.attempts, call=call)
+        if verdict is Verdict.THROTTLE:
             # Refused for the API's call limit: the pool slows down; the image did no wrong.
-            call = Call(started_at, answer, "throttled")
+            call = Call(started_at, answer, CallResult.THROTTLED)
             later = self.next_attempt_at(1, utcnow())
-            return Outcome(item.id, "pending", item.attempts, *error, later, call=call)
+            return Outcome(item.id, ItemStatus.PENDING, item.attempts, *error, later, call=call)
+        if outage and verdict.retried:
+            call = Call(started_at, answer, CallResult.PAUSED)
+            return Outcome(item.id, ItemStatus.PENDING, item.attempts, *error, call=call)
         limit = self.max_attempts
-        if answer.kind is Kind.UNKNOWN:
+        if verdict is Verdict.UNKNOWN:
             limit = min(limit, UNKNOWN_CODE_MAX_ATTEMPTS)
-        if answer.kind is Kind.PERMANENT or attempts >= limit:
-            return Outcome(
-                item.id, "failed", attempts, *error, call=Call(started_at, answer, "failed")
-            )
+        if verdict is Verdict.PERMANENT or attempts >= limit:
+            call = Call(started_at, answer, CallResult.FAILED)
+            return Outcome(item.id, ItemStatus.FAILED, attempts, *error, call=call)
         return Outcome(
             item.id,
-            "pending",
+            ItemStatus.PENDING,
             attempts,
             *error,
             next_attempt_at=self.next_attempt_at(attempts, utcnow()),
-            call=Call(started_at, answer, "retry"),
+            call=Call(started_at, answer, CallResult.RETRY),
         )
 
     def after_error(self, item: ClaimedItem, message: str) -> Outcome:
         """A bug of ours on this item: retried later like a transient error, failed in the end."""
         attempts = item.attempts + 1
         if attempts >= self.max_attempts:
-            return Outcome(item.id, "failed", attempts, "internal", message)
+            return Outcome(item.id, ItemStatus.FAILED, attempts, "internal", message)
         later = self.next_attempt_at(attempts, utcnow())
-        return Outcome(item.id, "pending", attempts, "internal", message, next_attempt_at=later)
-
-
-def sniff_type(head: bytes) -> tuple[str, str] | None:
-    """(file name to send, content type) by magic bytes, or None for neither JPEG nor PNG."""
-    if head.startswith(JPEG_MAGIC):
-        return "image.jpg", "image/jpeg"
-    if head.startswith(PNG_MAGIC):
-        return "image.png", "image/png"
-    return None
-
-
-def _read_head(path: str | bytes) -> bytes:
-    """Up to one byte more than the API takes: enough to tell a file that is too large."""
-    with open(path, "rb") as f:
-        return f.read(MAX_IMAGE_BYTES + 1)
-
-
-# Open, read and close in one trip to aiofiles' thread pool, not one trip each: slow network
-# storage never blocks the event loop, and a small file costs one thread hand-off.
-_read_head_async = aiofiles.os.wrap(_read_head)
-
-
-Read = bytes | tuple[str, str]  # a file's bytes, or why it cannot be sent (reason, message)
-
-
-async def read_checked(path: str | bytes) -> Read:
-    """The file's bytes, or (reason, message) when the API would reject it: no call spent."""
-    try:
-        data = await _read_head_async(path)
-    except FileNotFoundError:
-        return "missing", "the file vanished since the scan"
-    except IsADirectoryError:
-        return "not_image", "a directory, not a file"
-    except PermissionError as exc:
-        return "unreadable", exc.strerror or "permission denied"
-    except OSError as exc:
-        return "unreadable", exc.strerror or str(exc)
-    if not data:
-        return "empty", "zero bytes"
-    if len(data) > MAX_IMAGE_BYTES:
-        return "too_large", f"over the API's {MAX_IMAGE_BYTES} bytes"
-    if sniff_type(data[:8]) is None:
-        return "not_image", "neither JPEG nor PNG by its first bytes"
-    return data
+        return Outcome(
+            item.id, ItemStatus.PENDING, attempts, "internal", message, next_attempt_at=later
+        )
 
 
 @dataclass
@@ -144,6 +104,21 @@ class PoolStats:
     retries: int = 0
     in_flight: int = 0
     by_code: dict[str, int] = field(default_factory=dict)
+
+
+def _fatal_line(answer: Answer) -> str:
+    """Why no call can succeed, in one line: NHN's code and its key, or what the client saw
+    (a certificate, a host, a redirect, an HTTP status), which it already says in full."""
+    key = result_key(answer.code)
+    if key is None:
+        return answer.message
+    return f"the API refused the run: {answer.code} {key}: {answer.message}"
+
+
+def _set_event() -> asyncio.Event:
+    event = asyncio.Event()
+    event.set()
+    return event
 
 
 @dataclass
@@ -157,9 +132,13 @@ class WorkerPool:
     stop: asyncio.Event
     on_stop: Callable[[str, str | None], None]  # (reason, one-line message) ends the run
     max_requests: int | None = None  # the run's cost cap, in calls
+    # Set while results can be written; the writer clears it while the database is away.
+    writable: asyncio.Event = field(default_factory=_set_event)
     lease: Lease | None = None  # no call for an item whose lease may have gone to another worker
     stats: PoolStats = field(default_factory=PoolStats)
     _idle: int = 0  # workers waiting for an item
+    _answered: bool = False  # something reached the API in this run
+    _refused_since: float | None = None  # refused connections since, while nothing answered
 
     async def run(self) -> None:
         """Process claimed items until the `None` sentinel arrives.
@@ -183,7 +162,7 @@ class WorkerPool:
                 outcome = await self._process(item, reading)
             except OutageTooLong as exc:
                 self.on_stop("outage", f"{exc}; items stay pending, run again later")
-                outcome = Outcome(item.id, "pending", item.attempts)
+                outcome = Outcome(item.id, ItemStatus.PENDING, item.attempts)
             except Exception as exc:  # a bug must not lose the item
                 log.exception("unexpected error on item %s", item.id)
                 outcome = self.policy.after_error(item, self.client.redact(repr(exc))[:500])
@@ -207,19 +186,38 @@ class WorkerPool:
             return None
         return asyncio.ensure_future(read_checked(item.raw_path or item.path))
 
+    async def _unless_stopped(self, reading: asyncio.Future[Read]) -> Read | None:
+        """The read's result, or None if the run stops first: a read stuck on a hung mount
+        must not hold up a stop (its item goes back to pending, unsent)."""
+        if not reading.done():
+            stopped = asyncio.ensure_future(self.stop.wait())
+            try:
+                await asyncio.wait({reading, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stopped.cancel()
+            if not reading.done():
+                return None
+        return reading.result()
+
     async def _process(self, item: ClaimedItem, reading: asyncio.Future[Read] | None) -> Outcome:
-        release = Outcome(item.id, "pending", item.attempts)
+        release = Outcome(item.id, ItemStatus.PENDING, item.attempts)
         if self.stop.is_set() or reading is None:
             return release
-        checked = await reading
+        checked = await self._unless_stopped(reading)
+        if checked is None:
+            return release
         if isinstance(checked, tuple):
             reason, message = checked
-            return Outcome(item.id, "skipped", item.attempts, reason, message)
-        filename, content_type = sniff_type(checked[:8])  # type: ignore[misc]
+            return Outcome(item.id, ItemStatus.SKIPPED, item.attempts, reason, message)
+        filename, content_type = sniff_type(checked.data[:8])  # type: ignore[misc]
+        # Results that cannot be written would be paid for in vain: no call starts until the
+        # database takes writes again (the writer rides it out, or the run stops).
+        if not await self._until(self.writable):
+            return release
         probe = await self.breaker.turn()
         try:
             await self.governor.acquire()
-            if self.stop.is_set():  # stopped while waiting for a turn: spend nothing
+            if self.stop.is_set() or not self.writable.is_set():  # spend nothing
                 return release
             if (
                 self.lease is not None
@@ -234,7 +232,7 @@ class WorkerPool:
             self.stats.in_flight += 1
             started_at = utcnow()
             try:
-                answer = await self.client.recognize(checked, filename, content_type)
+                answer = await self.client.recognize(checked.data, filename, content_type)
             finally:
                 self.stats.in_flight -= 1
             outage = self.breaker.is_open
@@ -242,14 +240,65 @@ class WorkerPool:
         finally:
             if probe:
                 self.breaker.end_probe()
+        self._count(answer)
         self.governor.on_answer(answer)
-        self.stats.by_code[answer.code] = self.stats.by_code.get(answer.code, 0) + 1
-        if answer.kind is Kind.FATAL:
-            self.on_stop("fatal", f"the API refused the run: {answer.code} {answer.message}")
+        log.debug(
+            "call %s: %s %s in %.0f ms",
+            item.path,
+            answer.code,
+            answer.verdict.value,
+            answer.latency_s * 1000,
+        )
+        self._stop_if_hopeless(answer)
         outcome = self.policy.outcome(item, answer, started_at, outage=outage)
-        if outcome.status == "pending" and answer.kind is not Kind.FATAL:
+        # The item records the file as it was sent, not as the scan saw it.
+        outcome = dataclasses.replace(outcome, size=checked.size, mtime=checked.mtime)
+        if outcome.status is ItemStatus.PENDING and answer.verdict is not Verdict.FATAL:
             self.stats.retries += 1
-        if outcome.status == "done" and item.captured_at is None:
-            taken_at = exif_taken_at(checked) or from_mtime(item.mtime)
+        if outcome.status is ItemStatus.DONE and item.captured_at is None:
+            taken_at = exif_taken_at(checked.data) or from_mtime(checked.mtime)
             outcome = dataclasses.replace(outcome, captured_at=taken_at)
         return outcome
+
+    async def _until(self, event: asyncio.Event) -> bool:
+        """Wait for `event`; False when the run stops first."""
+        if event.is_set():
+            return True
+        waiting = asyncio.ensure_future(event.wait())
+        stopping = asyncio.ensure_future(self.stop.wait())
+        try:
+            await asyncio.wait({waiting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiting.cancel()
+            stopping.cancel()
+        return event.is_set() and not self.stop.is_set()
+
+    def _count(self, answer: Answer) -> None:
+        if answer.reached:
+            self._answered = True
+        else:
+            self.stats.calls -= 1  # nothing reached the API: no call was paid for
+        self.stats.by_code[answer.code] = self.stats.by_code.get(answer.code, 0) + 1
+
+    def _stop_if_hopeless(self, answer: Answer) -> None:
+        """End the run on an answer that no later call can improve."""
+        verdict = answer.verdict
+        if verdict is Verdict.FATAL:
+            self.on_stop("fatal", _fatal_line(answer))
+        elif verdict is Verdict.THROTTLE:
+            throttled_s = self.governor.throttled_for_s()
+            if throttled_s > self.breaker.max_outage_s:
+                self.on_stop(
+                    "throttle",
+                    f"the API has refused every call for its call limit for {throttled_s:.0f}s "
+                    f"({answer.code}): items stay pending, run again later",
+                )
+        elif answer.code == "connection_refused" and not self._answered:
+            now = time.monotonic()
+            self._refused_since = self._refused_since or now
+            if now - self._refused_since > REFUSED_GRACE_S:
+                self.on_stop(
+                    "fatal",
+                    f"nothing answers at {self.client.endpoint}: connection refused for "
+                    f"{now - self._refused_since:.0f}s; check --endpoint",
+                )

@@ -9,12 +9,13 @@ is never half-written, because it is one transaction.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
 
 from pipeline.errors import DatabaseError
-from pipeline.outcomes import Outcome
+from pipeline.outcomes import CallResult, ItemStatus, Outcome
 from pipeline.store import Job, Store
 
 log = logging.getLogger(__name__)
@@ -76,12 +77,12 @@ class Writer:
     async def _commit(self, batch: Sequence[Outcome]) -> None:
         try:
             await self._record(batch)  # retried by the store through restarts
-        except DatabaseError as exc:
-            if exc.transient:
+        except Exception as exc:
+            if _transient(exc):
                 raise  # the database stayed away past the ride-out: the run stops
             # Something in the batch cannot be stored (an answer too odd for its column,
             # say). Store the rest one by one rather than lose the whole batch.
-            log.warning("storing %d results one by one: %s", len(batch), exc)
+            log.warning("storing %d results one by one: %s", len(batch), _one_line(exc))
             batch = [await self._commit_alone(outcome) for outcome in batch]
         self.on_committed(batch)
 
@@ -89,15 +90,45 @@ class Writer:
         await self.store.record_outcomes(outcomes, self.job, self.worker_id)
 
     async def _commit_alone(self, outcome: Outcome) -> Outcome:
+        """Store one outcome; if it cannot be, its item alone ends `failed` (`unstorable`),
+        with the call still on record when possible, so the run goes on and the answer is
+        never paid for again."""
         try:
             await self._record([outcome])
             return outcome
-        except DatabaseError as exc:
-            if exc.transient:
+        except Exception as exc:
+            if _transient(exc):
                 raise
-            log.error("item %d: its result cannot be stored: %s", outcome.item_id, exc)
-            failed = Outcome(
-                outcome.item_id, "failed", outcome.attempts, "store_error", str(exc)[:500]
+            reason = _one_line(exc)
+            log.error("item %d: its result cannot be stored: %s", outcome.item_id, reason)
+        failed = Outcome(
+            outcome.item_id,
+            ItemStatus.FAILED,
+            outcome.attempts,
+            "unstorable",
+            f"the answer could not be stored: {reason}",
+        )
+        if outcome.call is not None:
+            # Keep the call on record (for `calls` and `attempts`) without the answer's text.
+            answer = dataclasses.replace(
+                outcome.call.answer, message="(not storable)", recognition=None
             )
-            await self._record([failed])
-            return failed
+            call = dataclasses.replace(outcome.call, answer=answer, result=CallResult.FAILED)
+            with_call = dataclasses.replace(failed, call=call)
+            try:
+                await self._record([with_call])
+                return with_call
+            except Exception as exc:
+                if _transient(exc):
+                    raise
+        await self._record([failed])
+        return failed
+
+
+def _transient(exc: Exception) -> bool:
+    return isinstance(exc, DatabaseError) and exc.transient
+
+
+def _one_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:500]

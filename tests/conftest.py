@@ -134,13 +134,14 @@ def platepipe_env(secret_key: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def start_odd_server() -> Iterator[Callable[[str], str]]:
-    """Start tests/support/odd_server.py in a MODE; its URL. Stopped after the test."""
+def start_odd_server() -> Iterator[Callable[..., str]]:
+    """Start tests/support/odd_server.py in a MODE (options such as `--tls CERT KEY` after
+    it); its URL. Stopped after the test."""
     started: list[subprocess.Popen[str]] = []
 
-    def start(mode: str) -> str:
+    def start(mode: str, *options: str) -> str:
         process = subprocess.Popen(
-            [sys.executable, "-m", "tests.support.odd_server", mode],
+            [sys.executable, "-m", "tests.support.odd_server", mode, *options],
             stdout=subprocess.PIPE,
             text=True,
             cwd=Path(__file__).resolve().parents[1],

@@ -6,7 +6,7 @@ the worker keeps to. `items.lease_expires_at` stays, now the real lease (set by 
 clock and extended by each heartbeat).
 
 Revision ID: 0008
-Revises: 0004
+Revises: 0006
 Create Date: 2026-11-30
 """
 
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0008"
-down_revision = "0004"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 

@@ -34,13 +34,17 @@ def test_missing_credentials_exit_1(small_corpus, sqlite_url, platepipe_env):
 
 
 @pytest.mark.parametrize(
-    "url",
-    ["mysql://root@localhost/x", "not a url", "postgresql://postgres@127.0.0.1:1/none"],
+    ("url", "code"),
+    [
+        ("mysql://root@localhost/x", 2),  # a bad URL is a usage error (test_cli_surface.py)
+        ("not a url", 2),
+        ("postgresql://postgres@127.0.0.1:1/none", 1),
+    ],
 )
-def test_bad_or_unreachable_database_exit_1(url, small_corpus, platepipe_env):
+def test_bad_or_unreachable_database(url, code, small_corpus, platepipe_env):
     result = platepipe("run", "--job", "j", str(small_corpus.root), "--db", url, env=platepipe_env)
 
-    assert_one_line_error(result, 1)
+    assert_one_line_error(result, code)
 
 
 def test_usage_errors_exit_2(tmp_path, sqlite_url, platepipe_env):

@@ -3,6 +3,7 @@ in "Querying results" runs on SQLite and PostgreSQL and gives the right answer."
 
 from __future__ import annotations
 
+import importlib
 import re
 import shutil
 from collections import Counter
@@ -15,6 +16,7 @@ from PIL import Image
 
 from pipeline.cli import cli
 from pipeline.emulator import synthetic_result
+from pipeline.verdicts import RESULT_CODES, Verdict, judge
 from tests.support.cli import platepipe
 from tests.support.corpus import make_image, sha256_file
 from tests.support.db import query
@@ -158,3 +160,80 @@ def test_every_readme_query_answers_right(night):
     assert [(a, outcome, code) for a, _, _, outcome, code, _, _ in why] == [
         (1, "failed", "4000002")
     ]
+
+
+def _failure_table() -> dict[str, str]:
+    """README's result-code table: each code it names -> the class its row gives."""
+    start = README.index("| resultCode (NHN's key) | class: what happens |")
+    rows = {}
+    for line in README[start:].splitlines()[2:]:
+        if not line.startswith("|"):
+            break
+        codes, outcome = line.strip("|").split("|", 1)
+        verdict = re.search(r"\*\*([^*]+)\*\*", outcome).group(1)
+        for code in re.findall(r"(?<![\w.])-?\d+(?![\w.])", re.sub(r"\([^)]*\)", "", codes)):
+            rows[code] = verdict
+    return rows
+
+
+CLASS_WORDS = {
+    "done": Verdict.DONE,
+    "done without a plate": Verdict.NO_PLATE,
+    "retry": Verdict.RETRY,
+    "throttle": Verdict.THROTTLE,
+    "permanent": Verdict.PERMANENT,
+    "fatal": Verdict.FATAL,
+}
+
+
+def test_readme_s_failure_table_is_the_code_s_table():
+    table = _failure_table()
+
+    assert set(table) == {str(code) for code in RESULT_CODES}
+    for code, word in table.items():
+        assert CLASS_WORDS[word] is judge(code), (code, word)
+
+
+def _run_options_table() -> str:
+    return README.split("Options of `run`:", 1)[1].split("Exit codes", 1)[0]
+
+
+def test_every_option_of_run_is_in_the_readme_table():
+    table = _run_options_table()
+    (_, run) = next(c for c in commands() if c[0] == "run")
+    for param in run.params:
+        for opt in param.opts:
+            if opt.startswith("--") and opt != "--help":
+                assert f"`{opt}" in table, f"README's table of `run` options lacks {opt}"
+
+
+def environment_read() -> set[str]:
+    """Every environment variable platepipe reads: click options' envvar, and the names that
+    pipeline/ passes to os.environ / os.getenv (literals or module constants)."""
+    names = set()
+    for _, command in [("", cli), *commands()]:
+        for param in command.params:
+            envvar = param.envvar
+            names.update([envvar] if isinstance(envvar, str) else envvar or [])
+    package = ROOT / "pipeline"
+    call = re.compile(r"os\.(?:environ\.get|getenv|environ\[|environ\.setdefault)\(?\s*([\w\"']+)")
+    for source in package.glob("*.py"):
+        for argument in call.findall(source.read_text(encoding="utf-8")):
+            if argument[0] in "\"'":
+                names.add(argument.strip("\"'"))
+            else:  # a constant of the module that reads it
+                names.add(getattr(importlib.import_module(f"pipeline.{source.stem}"), argument))
+    return names
+
+
+def test_every_environment_variable_read_is_in_the_readme_and_no_other():
+    section = README.split("**Environment variables.**", 1)[1].split("\n\n**", 1)[0]
+    documented = set(re.findall(r"`((?:NHN_OCR|PLATEPIPE)_[A-Z0-9_]+)`", section))
+
+    assert environment_read() == documented
+
+
+def test_no_command_invents_variables_from_its_option_names():
+    for name, command in [("platepipe", cli), *commands()]:
+        settings = command.context_settings or {}
+        assert "auto_envvar_prefix" not in settings, name

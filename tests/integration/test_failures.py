@@ -296,7 +296,12 @@ def test_runs_sharing_one_sqlite_file_never_see_it_locked(
     assert [r.returncode for r in runs] == [0, 0], outputs
     for _out, err in outputs + [(p.stdout, p.stderr) for p in polls]:
         assert "locked" not in err.lower() and "Traceback" not in err
-    assert all(p.returncode == 0 for p in polls) and polls
+    # A poll before the first run has made the file and its tables finds none (status creates
+    # nothing); every other one reads.
+    early = [p for p in polls if "no database" in p.stderr or "no platepipe tables" in p.stderr]
+    assert all(p.returncode == 1 for p in early)
+    assert all(p.returncode == 0 for p in polls if p not in early)
+    assert len(early) < len(polls)
     counts = dict(query(sqlite_url, "SELECT status, count(*) FROM items GROUP BY status"))
     assert counts["done"] == len(first.images) + len(second.images)
 
@@ -399,6 +404,15 @@ def test_a_call_limit_costs_images_no_attempts(tmp_path, sqlite_url, start_emula
     assert result.returncode == 0, result.stderr[-2000:]
     assert statuses(sqlite_url) == {"done": len(corpus.images), "skipped": len(corpus.bad)}
     assert emulator.stats()["rate_limited"] > 0
+    # Every call is on record, numbered 1, 2, 3, ... per image whatever its outcome.
+    rows = query(sqlite_url, "SELECT item_id, attempt, outcome FROM attempts ORDER BY id")
+    assert "throttled" in {outcome for _, _, outcome in rows}
+    numbers: dict[int, list[int]] = {}
+    for item_id, attempt, _ in rows:
+        numbers.setdefault(item_id, []).append(attempt)
+    assert all(n == list(range(1, len(n) + 1)) for n in numbers.values()), numbers
+    (calls,) = query(sqlite_url, "SELECT calls FROM jobs")[0]
+    assert calls == len(rows) == emulator.stats()["calls"]
 
 
 def test_a_file_turned_bad_since_it_was_done_loses_its_old_reads(
@@ -423,3 +437,22 @@ def test_a_file_turned_bad_since_it_was_done_loses_its_old_reads(
     ) == [(0,)]
     (recognitions,) = query(sqlite_url, "SELECT count(*) FROM recognitions")[0]
     assert recognitions == len(corpus.images) - 1
+
+
+def test_a_throttle_that_never_ends_stops_once_max_outage_has_passed(
+    tmp_path, sqlite_url, start_emulator, platepipe_env
+):
+    corpus = make_corpus(tmp_path / "archive", 6, large_every=0)
+    emulator = start_emulator("--fault-rate", "1", "--faults", "4000006")  # a spent quota
+    env = {**platepipe_env, "NHN_OCR_ENDPOINT": emulator.url, "PLATEPIPE_DB": sqlite_url}
+
+    started = time.monotonic()
+    result = platepipe(
+        "run", "--job", "quota", str(corpus.root), "--max-outage", "3s", env=env, timeout=60
+    )
+
+    assert result.returncode == 3, result.stderr
+    assert time.monotonic() - started < 30
+    assert "call limit" in result.stderr and "4000006" in result.stderr
+    assert statuses(sqlite_url) == {"pending": len(corpus.images), "skipped": len(corpus.bad)}
+    assert query(sqlite_url, "SELECT max(attempts) FROM items") == [(0,)]

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 from alembic.autogenerate import compare_metadata
@@ -94,8 +96,15 @@ def test_an_older_database_is_brought_up_to_date_with_its_data(db_url, platepipe
         )
         assert done.returncode == 0, done.stderr
 
+    # `status` only reads: it migrates nothing, and says what to do.
+    refused = platepipe("status", "--job", "old", "--db", db_url, env=platepipe_env)
+    assert refused.returncode == 1 and "platepipe db upgrade" in refused.stderr, refused.stderr
+    assert query(db_url, "SELECT version_num FROM alembic_version") == [("0001",)]
+
+    upgraded = platepipe("db", "upgrade", "--db", db_url, env=platepipe_env)
     status = platepipe("status", "--job", "old", "--db", db_url, env=platepipe_env)
 
+    assert upgraded.returncode == 0 and "upgraded from revision 0001" in upgraded.stdout
     assert status.returncode == 0, status.stderr
     assert "done 1" in status.stdout
     assert query(db_url, "SELECT version_num FROM alembic_version") == [(db.HEAD_REVISION,)]
@@ -121,3 +130,78 @@ def test_the_head_revision_that_skips_alembic_is_the_newest_migration():
     from alembic.script import ScriptDirectory
 
     assert ScriptDirectory.from_config(db.alembic_config()).get_current_head() == db.HEAD_REVISION
+
+
+# (path as stored before 0006, raw_path) -> (path, raw_path) once 0006 has run.
+PATHS_BEFORE_AND_AFTER_0006 = {
+    ("/t/plain.jpg", None): ("/t/plain.jpg", None),
+    ("/t/C:\\cams\\x1\\a.jpg", None): ("/t/C:\\cams\\x1\\a.jpg", None),  # Windows-looking
+    ("/t/caf\\xe9.jpg", b"/t/caf\xe9.jpg"): ("/t/caf\\xe9.jpg", b"/t/caf\xe9.jpg"),
+    # The text of an escape, literally: escaped now, so an odd byte's name cannot meet it.
+    ("/t/c19\\xff.jpg", None): ("/t/c19\\\\xff.jpg", b"/t/c19\\xff.jpg"),
+    # A backslash beside an odd byte: the backslash doubled.
+    ("/t/a\\b\\xff.jpg", b"/t/a\\b\xff.jpg"): ("/t/a\\\\b\\xff.jpg", b"/t/a\\b\xff.jpg"),
+}
+
+
+def _items_paths(url: str) -> set[tuple[str, bytes | None]]:
+    rows = query(url, "SELECT path, raw_path FROM items")
+    return {(path, bytes(raw) if raw is not None else None) for path, raw in rows}
+
+
+def test_0006_rewrites_stored_paths_one_to_one_and_back(db_url):
+    from sqlalchemy import insert
+
+    from pipeline.schema import items, jobs
+
+    before = _migration_0006().down_revision
+    assert alembic("upgrade", before, url=db_url).returncode == 0
+
+    async def fill() -> None:
+        engine = db.create_engine(db_url)
+        try:
+            async with engine.begin() as connection:
+                when = datetime(2026, 1, 1)
+                await connection.execute(
+                    insert(jobs).values(id=1, name="old", created_at=when, updated_at=when)
+                )
+                await connection.execute(
+                    insert(items),
+                    [
+                        {"job_id": 1, "path": path, "raw_path": raw, "size": 1, "mtime": 0.0,
+                         "created_at": when, "updated_at": when}
+                        for path, raw in PATHS_BEFORE_AND_AFTER_0006
+                    ],
+                )  # fmt: skip
+        finally:
+            await engine.dispose()
+
+    asyncio.run(fill())
+
+    upgraded = alembic("upgrade", "head", url=db_url)
+
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert _items_paths(db_url) == set(PATHS_BEFORE_AND_AFTER_0006.values())
+
+    down = alembic("downgrade", before, url=db_url)
+
+    assert down.returncode == 0, down.stderr
+    assert _items_paths(db_url) == set(PATHS_BEFORE_AND_AFTER_0006)
+
+
+def _migration_0006():
+    from importlib.util import module_from_spec, spec_from_file_location
+
+    spec = spec_from_file_location("m0006", ROOT / "migrations/versions/0006_unambiguous_paths.py")
+    migration = module_from_spec(spec)
+    spec.loader.exec_module(migration)
+    return migration
+
+
+def test_0006_paths_are_the_scanner_s():
+    from pipeline.scanner import _shown
+
+    migration = _migration_0006()
+    for (_path, _raw), (after, raw) in PATHS_BEFORE_AND_AFTER_0006.items():
+        name = raw if raw is not None else after.encode()
+        assert migration.shown_0006(name) == after == _shown(os.fsdecode(name))

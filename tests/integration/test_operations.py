@@ -188,7 +188,7 @@ def test_retry_done_replaces_results_and_retry_empty_skips_again(
     again = platepipe("retry", "--job", "J", "--code", "empty", env=env)
 
     assert redo.returncode == 0 and redo.stdout.startswith(f"{len(corpus.images)} items")
-    assert again.returncode == 0 and again.stdout.startswith("1 items"), again.stdout
+    assert again.returncode == 0 and again.stdout.startswith("1 item of"), again.stdout
     states = item_states(sqlite_url)
     assert {p for p, s in states.items() if s[0] == "pending"} == before.keys() | {str(empty)}
     assert query(sqlite_url, plates_sql) == plates  # kept until new results replace them
@@ -274,18 +274,19 @@ def test_config_shows_each_setting_and_where_it_comes_from(tmp_path, platepipe_e
     config.write_text("rate = 7.5\nconcurrency = 3\nbackoff_cap = 33.0\n")
     env = {**platepipe_env, "PLATEPIPE_DB": "sqlite:///elsewhere.db"}
 
-    shown = platepipe("--config", str(config), "config", "--rate", "9", env=env)
+    shown = platepipe("--config", str(config), "config", "--rate", "9", env=env, cwd=tmp_path)
 
     assert shown.returncode == 0, shown.stderr
     lines = config_lines(shown.stdout)
     assert lines["rate"] == ("9.0", "flag")
     assert lines["concurrency"] == ("3", "config file")
     assert lines["backoff_cap"] == ("33.0", "config file")
-    assert lines["db"] == ('"sqlite:///elsewhere.db"', "environment")
+    # A relative SQLite file is shown as the file it means here.
+    assert lines["db"] == (f'"sqlite:///{tmp_path / "elsewhere.db"}"', "environment")
     assert lines["max_attempts"] == ("5", "default")
     assert lines["timeout"] == ("30.0", "default")
     assert lines["include"] == ('["*.jpg", "*.jpeg", "*.png"]', "default")
-    assert lines["secret_key"][0] == '"***"'
+    assert "# secret key: *** from the environment (NHN_OCR_SECRET_KEY)" in shown.stdout
     assert secret_key not in shown.stdout + shown.stderr
 
     # PLATEPIPE_CONFIG names the file as --config does; a secret file shows by name only.

@@ -18,7 +18,16 @@ import pytest
 from pipeline.db import HEAD_REVISION
 from pipeline.errors import JobBusyError
 from pipeline.liveness import process_key
-from pipeline.outcomes import Answer, Call, Found, Kind, Outcome, Recognition
+from pipeline.outcomes import (
+    Answer,
+    Call,
+    CallResult,
+    Found,
+    ItemStatus,
+    Outcome,
+    Plate,
+    Recognition,
+)
 from pipeline.schema import items, workers
 from pipeline.store import ClaimedItem, Job, Store, utcnow
 from pipeline.writer import Writer
@@ -180,8 +189,8 @@ async def test_four_processes_bringing_a_fresh_database_up_at_once_all_succeed(p
 
 
 def _done(item: ClaimedItem, raw: str) -> Outcome:
-    answer = Answer(Kind.DONE, "0", "ok", 0.01, recognition=Recognition("jpg", "normal", (), raw))
-    return Outcome(item.id, "done", 1, call=Call(utcnow(), answer, "done"))
+    answer = Answer("0", "SUCCESS", 0.01, 200, Recognition("jpg", "normal", (), raw))
+    return Outcome(item.id, ItemStatus.DONE, 1, call=Call(utcnow(), answer, CallResult.DONE))
 
 
 async def test_a_result_the_database_refuses_fails_alone(postgres_url):
@@ -206,8 +215,52 @@ async def test_a_result_the_database_refuses_fails_alone(postgres_url):
         assert rows == [
             ("/a/0.jpg", "skipped", "empty"),
             ("/a/1.jpg", "skipped", "empty"),
-            ("/a/2.jpg", "failed", "store_error"),
+            ("/a/2.jpg", "failed", "unstorable"),
         ]
+        assert len(committed) == 3
+    finally:
+        await store.close()
+
+
+async def test_an_answer_the_driver_cannot_encode_fails_its_item_alone(db_url):
+    """A lone surrogate is no text either database takes: the item ends `failed unstorable`,
+    its call stays on record, the rest of the batch is stored, nothing raises."""
+    store = await Store.open(db_url)
+    try:
+        job = await store.ensure_job("j", create=True)
+        await store.add_items(job, [Found(f"/a/{n}.jpg", 10, 1.0) for n in range(3)])
+        await store.register_worker(job, "w1")
+        claimed = await store.claim_batch(job, "w1", 10)
+
+        def done(item_id: int, value: str) -> Outcome:
+            plate = Plate(value, 0.9, None)
+            recognition = Recognition("jpg", "normal", (plate,), raw="{}")
+            answer = Answer("0", "SUCCESS", 0.01, 200, recognition)
+            call = Call(utcnow(), answer, CallResult.DONE)
+            return Outcome(item_id, ItemStatus.DONE, 1, call=call)
+
+        batch = [
+            done(claimed[0].id, "12가3456"),
+            done(claimed[1].id, "bad\ud800"),
+            done(claimed[2].id, "34나5678"),
+        ]
+        committed = []
+        writer = Writer(store, job, "w1", committed.extend)
+        for outcome in batch:
+            await writer.queue.put(outcome)
+        await writer.queue.put(None)
+
+        await asyncio.wait_for(writer.run(), 30)
+
+        rows = await store.query("SELECT path, status, error_code FROM items ORDER BY path")
+        assert rows == [
+            ("/a/0.jpg", "done", None),
+            ("/a/1.jpg", "failed", "unstorable"),
+            ("/a/2.jpg", "done", None),
+        ]
+        calls = await store.query("SELECT count(*) FROM attempts")
+        assert calls == [(3,)]  # the unstorable answer was paid for: it stays on record
+        assert await store.query("SELECT calls FROM jobs") == [(3,)]
         assert len(committed) == 3
     finally:
         await store.close()

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 import click
 import pytest
 
-from pipeline.cli import ClockTime, Duration
+from pipeline.cli import ClockTime, Duration, PositiveFloat
 
 
 @pytest.mark.parametrize(
@@ -40,3 +40,17 @@ def test_a_deadline_is_the_next_such_clock_time() -> None:
 def test_bad_clock_times_are_usage_errors(text: str) -> None:
     with pytest.raises(click.BadParameter):
         ClockTime().convert(text, None, None)
+
+
+@pytest.mark.parametrize("text", ["0", "0s", "0m"])
+def test_a_window_of_no_time_is_a_usage_error(text: str) -> None:
+    assert Duration().convert(text, None, None) == 0  # --max-outage 0: stop at the first outage
+    with pytest.raises(click.BadParameter):
+        Duration(positive=True).convert(text, None, None)
+
+
+@pytest.mark.parametrize("text", ["nan", "inf", "-inf", "0", "-1", "NaN", "Infinity"])
+def test_rates_and_timeouts_are_finite_and_above_zero(text: str) -> None:
+    with pytest.raises(click.BadParameter):
+        PositiveFloat().convert(text, None, None)
+    assert PositiveFloat().convert("2.5", None, None) == 2.5

@@ -9,8 +9,8 @@ import pytest
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from pipeline.db import async_url, display_url, parse_url
-from pipeline.errors import ConfigError
+from pipeline.db import absolute_url, async_url, display_url, parse_url
+from pipeline.errors import EXIT_USAGE, BadUrlError, ConfigError
 
 
 @pytest.mark.parametrize(
@@ -111,3 +111,34 @@ def test_a_plain_libpq_url_with_sslmode_works_with_asyncpg() -> None:
 
     accepted = set(inspect.signature(asyncpg.connect).parameters)
     assert set(kwargs) <= accepted
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite://plates.db",  # two slashes: the name lands where a host goes
+        "sqlite://",
+        "sqlite:///",
+        "sqlite:///:memory:",
+        "postgresql://u@host:notaport/x",
+        "postgresql://u:topsecret@host:notaport/x",
+    ],
+)
+def test_urls_that_cannot_name_a_database_are_usage_errors(url: str) -> None:
+    with pytest.raises(BadUrlError) as caught:
+        parse_url(url)
+
+    assert caught.value.exit_code == EXIT_USAGE
+    assert "\n" not in str(caught.value) and "topsecret" not in str(caught.value)
+
+
+def test_display_url_of_a_bad_port_does_not_raise() -> None:
+    assert display_url("postgresql://u:pw@h:nope/d") == "<invalid URL>"
+
+
+def test_absolute_url_names_the_file_this_folder_means(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+
+    assert absolute_url("sqlite:///plates.db") == f"sqlite:///{tmp_path / 'plates.db'}"
+    assert absolute_url("sqlite:////abs/x.db") == "sqlite:////abs/x.db"
+    assert absolute_url("postgresql://u:pw@h/d") == "postgresql://u:pw@h/d"

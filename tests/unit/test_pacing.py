@@ -9,7 +9,7 @@ import time
 import pytest
 
 from pipeline import pacing
-from pipeline.outcomes import Answer, Kind
+from pipeline.outcomes import Answer
 from pipeline.pacing import (
     OUTAGE_AFTER_FAILURES,
     Breaker,
@@ -18,15 +18,18 @@ from pipeline.pacing import (
     is_outage,
     is_throttle,
 )
+from pipeline.verdicts import Verdict
 
 
-def answer(kind: Kind, code: str, retry_after_s: float | None = None) -> Answer:
-    return Answer(kind, code, "", 0.01, 200, retry_after_s=retry_after_s)
+def answer(verdict: Verdict, code: str, retry_after_s: float | None = None) -> Answer:
+    made = Answer(code, "", 0.01, 200, retry_after_s=retry_after_s)
+    assert made.verdict is verdict, (code, made.verdict)
+    return made
 
 
-LIMIT = answer(Kind.RETRY, "4000006")
-OK = answer(Kind.DONE, "0")
-REFUSED = answer(Kind.RETRY, "connection")
+LIMIT = answer(Verdict.THROTTLE, "4000006")
+OK = answer(Verdict.DONE, "0")
+REFUSED = answer(Verdict.OUTAGE, "connection")
 
 
 class Clock:
@@ -50,12 +53,12 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     ("a", "throttle", "outage"),
     [
         (LIMIT, True, False),
-        (answer(Kind.RETRY, "http_429"), True, False),
+        (answer(Verdict.THROTTLE, "http_429"), True, False),
         (REFUSED, False, True),
-        (answer(Kind.RETRY, "timeout"), False, True),
-        (answer(Kind.RETRY, "http_502"), False, True),
-        (answer(Kind.RETRY, "5000001"), False, False),  # the API answered: it is up
-        (answer(Kind.PERMANENT, "4000002"), False, False),
+        (answer(Verdict.OUTAGE, "timeout"), False, True),
+        (answer(Verdict.OUTAGE, "http_502"), False, True),
+        (answer(Verdict.RETRY, "5000001"), False, False),  # the API answered: it is up
+        (answer(Verdict.PERMANENT, "4000002"), False, False),
         (OK, False, False),
     ],
 )
@@ -95,7 +98,7 @@ def test_the_rate_recovers_additively_up_to_the_ceiling(clock: Clock) -> None:
 def test_answers_other_than_the_limit_leave_the_rate_alone(clock: Clock) -> None:
     governor = RateGovernor(40)
 
-    for a in (OK, REFUSED, answer(Kind.RETRY, "5000001")):
+    for a in (OK, REFUSED, answer(Verdict.RETRY, "5000001")):
         governor.on_answer(a)
 
     assert governor.current_per_s == 40
@@ -124,7 +127,7 @@ async def test_a_throttled_pool_is_spaced_at_the_lower_rate() -> None:
 
 async def test_retry_after_pauses_every_worker() -> None:
     governor = RateGovernor(1000)
-    governor.on_answer(answer(Kind.RETRY, "http_429", retry_after_s=0.3))
+    governor.on_answer(answer(Verdict.THROTTLE, "http_429", retry_after_s=0.3))
     started = time.monotonic()
 
     await governor.acquire()
@@ -264,7 +267,7 @@ async def test_retry_after_holds_the_workers_already_in_line() -> None:
 
     waiting = [asyncio.ensure_future(worker()) for _ in range(3)]
     await asyncio.sleep(0)  # all three are in line for their turns
-    governor.on_answer(answer(Kind.RETRY, "http_429", retry_after_s=0.4))
+    governor.on_answer(answer(Verdict.THROTTLE, "http_429", retry_after_s=0.4))
     await asyncio.gather(*waiting)
 
     assert min(sent) >= 0.39

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 
 import pytest
 
-from pipeline.runner import _finish_workers, _watch
+from pipeline.runner import RunReport, _finish_workers, _watch
+from pipeline.scanner import ScanStats
+from pipeline.store import JobSummary
+from pipeline.workers import PoolStats
 
 
 async def test_a_failed_scanner_stops_the_claimer_and_raises():
@@ -73,3 +77,23 @@ async def test_workers_finish_their_calls_while_the_writer_lives():
 
     assert [w.result() for w in workers] == ["answered"] * 3
     writer_task.cancel()
+
+
+def _report(counts: dict[str, int], unreadable_dirs: int, stopped_by: str | None = None):
+    full = {"pending": 0, "running": 0, "done": 0, "failed": 0, "skipped": 0, **counts}
+    summary = JobSummary("j", full, {}, 0, datetime(2026, 11, 24), None)
+    scan = ScanStats(files=1, unreadable_dirs=unreadable_dirs, finished=True)
+    return RunReport(summary, scan, PoolStats(), 1.0, stopped_by)
+
+
+@pytest.mark.parametrize(
+    ("counts", "unreadable", "code"),
+    [
+        ({"done": 5}, 0, 0),
+        ({"done": 5}, 1, 4),  # a folder nobody could list: its images were never queued
+        ({"done": 5, "failed": 1}, 2, 4),
+        ({"done": 5, "pending": 3}, 1, 3),  # stopped early wins: run it again
+    ],
+)
+def test_a_folder_that_could_not_be_listed_is_exit_4(counts, unreadable, code):
+    assert _report(counts, unreadable).exit_code == code

@@ -232,6 +232,73 @@ def test_walk_keeps_names_that_are_not_utf8_with_their_bytes(tmp_path: Path) -> 
     shown.encode("utf-8")  # storable as text
 
 
+def _write_raw(folder: Path, name: bytes, data: bytes = b"\xff\xd8\xff") -> bytes:
+    raw = os.path.join(os.fsencode(str(folder)), name)
+    fd = os.open(raw, os.O_CREAT | os.O_WRONLY, 0o644)
+    os.write(fd, data)
+    os.close(fd)
+    return raw
+
+
+def test_a_name_with_an_odd_byte_and_one_with_its_escape_s_text_are_two_items(
+    tmp_path: Path,
+) -> None:
+    odd = _write_raw(tmp_path, b"c19\xff.jpg")
+    literal = _write_raw(tmp_path, b"c19\\xff.jpg", b"\xff\xd8\xff other")
+
+    found = {f.path: f for f in walk([str(tmp_path)], IMAGES, ScanStats())}
+
+    assert found.keys() == {str(tmp_path / "c19\\xff.jpg"), str(tmp_path / "c19\\\\xff.jpg")}
+    assert found[str(tmp_path / "c19\\xff.jpg")].raw_path == odd
+    assert found[str(tmp_path / "c19\\\\xff.jpg")].raw_path == literal
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["plain.jpg", "C:\\cams\\x1\\a.jpg", "back\\slash.jpg", "\\xZZ.jpg", "\\x7f.jpg", "\\XFF.jpg"],
+)
+def test_utf8_names_are_shown_as_they_are(tmp_path: Path, name: str) -> None:
+    _write(tmp_path / name)
+
+    (found,) = walk([str(tmp_path)], IMAGES, ScanStats())
+
+    assert (found.path, found.raw_path) == (str(tmp_path / name), None)
+
+
+@pytest.mark.parametrize(
+    ("name", "shown"),
+    [
+        (b"a\\b\xff.jpg", "a\\\\b\\xff.jpg"),  # a backslash beside an odd byte: doubled
+        (b"\\xe9.jpg", "\\\\xe9.jpg"),  # the text of an escape, literally
+        (b"caf\xc3\xa9 \\x80 \xe9.jpg", "caf\u00e9 \\\\x80 \\xe9.jpg"),
+    ],
+)
+def test_escaped_names_read_back_to_their_bytes(tmp_path: Path, name: bytes, shown: str) -> None:
+    raw = _write_raw(tmp_path, name)
+
+    (found,) = walk([str(tmp_path)], IMAGES, ScanStats())
+
+    assert (found.path, found.raw_path) == (str(tmp_path / shown), raw)
+    found.path.encode("utf-8")  # storable as text
+    assert _unescape(found.path) == raw
+
+
+def _unescape(shown: str) -> bytes:
+    """The reverse of the scanner's escaping: `\\\\` is a backslash, `\\xNN` a byte."""
+    out, i = bytearray(), 0
+    while i < len(shown):
+        if shown.startswith("\\\\", i):
+            out += b"\\"
+            i += 2
+        elif shown.startswith("\\x", i):
+            out.append(int(shown[i + 2 : i + 4], 16))
+            i += 4
+        else:
+            out += shown[i].encode("utf-8")
+            i += 1
+    return bytes(out)
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can list a chmod 000 folder")
 def test_walk_counts_unreadable_folders_and_goes_on(tmp_path: Path) -> None:
     _write(tmp_path / "ok" / "a.jpg")

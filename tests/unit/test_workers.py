@@ -1,10 +1,11 @@
-"""Unit tests of the workers' pure parts (pipeline/workers.py): local file checks, the retry
-policy, and the request limiter's spacing."""
+"""Unit tests of the workers' pure parts (pipeline/workers.py): the retry policy, the request
+limiter's spacing, and the pool's reads (ahead, stuck, and what an item records of them)."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -12,19 +13,12 @@ from pathlib import Path
 import pytest
 
 from pipeline import workers
-from pipeline.outcomes import Answer, Kind, Plate, Recognition
+from pipeline.outcomes import Answer, Plate, Recognition
 from pipeline.pacing import Breaker, RateGovernor
+from pipeline.preflight import JPEG_MAGIC, Read, in_daemon_thread, read_checked
 from pipeline.store import ClaimedItem, utcnow
-from pipeline.workers import (
-    JPEG_MAGIC,
-    MAX_IMAGE_BYTES,
-    PNG_MAGIC,
-    UNKNOWN_CODE_MAX_ATTEMPTS,
-    RetryPolicy,
-    WorkerPool,
-    read_checked,
-    sniff_type,
-)
+from pipeline.verdicts import Verdict
+from pipeline.workers import UNKNOWN_CODE_MAX_ATTEMPTS, RetryPolicy, WorkerPool
 
 MAX_ATTEMPTS = 5
 BACKOFF_BASE_S = 2.0
@@ -38,113 +32,11 @@ def _item(attempts: int = 0) -> ClaimedItem:
     return ClaimedItem(id=42, path="/archive/a.jpg", size=10, mtime=0.0, attempts=attempts)
 
 
-def _answer(kind: Kind, code: str = "x", message: str = "why") -> Answer:
-    recognition = RECOGNITION if kind is Kind.DONE else None
-    return Answer(kind, code, message, latency_s=0.25, http_status=200, recognition=recognition)
-
-
-# --- sniff_type -----------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("head", "expected"),
-    [
-        (JPEG_MAGIC + b"\xe0\x00\x10JFIF", ("image.jpg", "image/jpeg")),
-        (b"\xff\xd8\xff", ("image.jpg", "image/jpeg")),
-        (PNG_MAGIC, ("image.png", "image/png")),
-        (PNG_MAGIC + b"\x00\x00\x00\rIHDR", ("image.png", "image/png")),
-        (b"\xff\xd8", None),
-        (b"\x89PNG\r\n", None),
-        (b"GIF89a", None),
-        (b"RIFF\x00\x00WEBP", None),
-        (b"hello, world", None),
-        (b"", None),
-    ],
-)
-def test_sniff_type_by_magic_bytes(head: bytes, expected: tuple[str, str] | None) -> None:
-    assert sniff_type(head) == expected
-
-
-# --- read_checked ---------------------------------------------------------------------------
-
-
-async def test_read_checked_returns_a_jpeg_s_bytes(tmp_path: Path) -> None:
-    data = JPEG_MAGIC + b"rest of the image"
-    (tmp_path / "a.jpg").write_bytes(data)
-
-    assert await read_checked(str(tmp_path / "a.jpg")) == data
-
-
-async def test_read_checked_returns_a_png_s_bytes(tmp_path: Path) -> None:
-    data = PNG_MAGIC + b"rest of the image"
-    (tmp_path / "a.png").write_bytes(data)
-
-    assert await read_checked(str(tmp_path / "a.png")) == data
-
-
-async def test_read_checked_accepts_exactly_the_size_limit(tmp_path: Path) -> None:
-    data = JPEG_MAGIC + b"\0" * (MAX_IMAGE_BYTES - len(JPEG_MAGIC))
-    (tmp_path / "a.jpg").write_bytes(data)
-
-    result = await read_checked(str(tmp_path / "a.jpg"))
-
-    assert isinstance(result, bytes)
-    assert len(result) == MAX_IMAGE_BYTES
-
-
-async def test_read_checked_refuses_a_file_over_the_size_limit(tmp_path: Path) -> None:
-    (tmp_path / "big.jpg").write_bytes(JPEG_MAGIC + b"\0" * (MAX_IMAGE_BYTES - 2))
-
-    reason, message = await read_checked(str(tmp_path / "big.jpg"))
-
-    assert reason == "too_large"
-    assert message
-
-
-async def test_read_checked_refuses_an_empty_file(tmp_path: Path) -> None:
-    (tmp_path / "empty.jpg").write_bytes(b"")
-
-    reason, _message = await read_checked(str(tmp_path / "empty.jpg"))
-
-    assert reason == "empty"
-
-
-@pytest.mark.parametrize(
-    "data", [b"just some text\n", b"GIF89a....", b"\xff\xd8"], ids=["text", "gif", "short-jpeg"]
-)
-async def test_read_checked_refuses_what_is_not_jpeg_or_png(tmp_path: Path, data: bytes) -> None:
-    (tmp_path / "fake.jpg").write_bytes(data)
-
-    reason, _message = await read_checked(str(tmp_path / "fake.jpg"))
-
-    assert reason == "not_image"
-
-
-async def test_read_checked_reports_a_vanished_file_as_missing(tmp_path: Path) -> None:
-    reason, _message = await read_checked(str(tmp_path / "gone.jpg"))
-
-    assert reason == "missing"
-
-
-async def test_read_checked_refuses_a_directory(tmp_path: Path) -> None:
-    (tmp_path / "x.jpg").mkdir()
-
-    reason, _message = await read_checked(str(tmp_path / "x.jpg"))
-
-    assert reason == "not_image"
-
-
-@pytest.mark.skipif(os.geteuid() == 0, reason="root can read a chmod 000 file")
-async def test_read_checked_reports_an_unreadable_file(tmp_path: Path) -> None:
-    path = tmp_path / "locked.jpg"
-    path.write_bytes(JPEG_MAGIC + b"data")
-    path.chmod(0)
-    try:
-        reason, _message = await read_checked(str(path))
-    finally:
-        path.chmod(0o644)
-
-    assert reason == "unreadable"
+def _answer(verdict: Verdict, code: str, message: str = "why") -> Answer:
+    recognition = RECOGNITION if verdict.recognized else None
+    made = Answer(code, message, latency_s=0.25, http_status=200, recognition=recognition)
+    assert made.verdict is verdict, (code, made.verdict)
+    return made
 
 
 # --- RetryPolicy.outcome --------------------------------------------------------------------
@@ -152,7 +44,7 @@ async def test_read_checked_reports_an_unreadable_file(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("attempts", [0, 3, MAX_ATTEMPTS + 2])
 def test_done_records_the_recognition(attempts: int) -> None:
-    outcome = POLICY.outcome(_item(attempts), _answer(Kind.DONE, "0", "SUCCESS"), NOW)
+    outcome = POLICY.outcome(_item(attempts), _answer(Verdict.DONE, "0", "SUCCESS"), NOW)
 
     assert outcome.item_id == 42
     assert outcome.status == "done"
@@ -165,7 +57,7 @@ def test_done_records_the_recognition(attempts: int) -> None:
 
 
 def test_permanent_fails_at_the_first_attempt() -> None:
-    outcome = POLICY.outcome(_item(0), _answer(Kind.PERMANENT, "4000002", "invalid file"), NOW)
+    outcome = POLICY.outcome(_item(0), _answer(Verdict.PERMANENT, "4000002", "invalid file"), NOW)
 
     assert outcome.status == "failed"
     assert outcome.attempts == 1
@@ -180,7 +72,9 @@ def test_permanent_fails_at_the_first_attempt() -> None:
 def test_retry_below_max_attempts_is_pending_with_backoff(previous: int) -> None:
     before = utcnow()
 
-    outcome = POLICY.outcome(_item(previous), _answer(Kind.RETRY, "http_502", "bad gateway"), NOW)
+    outcome = POLICY.outcome(
+        _item(previous), _answer(Verdict.OUTAGE, "http_502", "bad gateway"), NOW
+    )
 
     after = utcnow()
     attempts = previous + 1
@@ -195,7 +89,9 @@ def test_retry_below_max_attempts_is_pending_with_backoff(previous: int) -> None
 
 
 def test_retry_at_max_attempts_fails() -> None:
-    outcome = POLICY.outcome(_item(MAX_ATTEMPTS - 1), _answer(Kind.RETRY, "timeout", "slow"), NOW)
+    outcome = POLICY.outcome(
+        _item(MAX_ATTEMPTS - 1), _answer(Verdict.OUTAGE, "timeout", "slow"), NOW
+    )
 
     assert outcome.status == "failed"
     assert outcome.attempts == MAX_ATTEMPTS
@@ -205,7 +101,7 @@ def test_retry_at_max_attempts_fails() -> None:
 
 def test_retry_past_max_attempts_fails() -> None:
     # `retry` may put back an item that already used its attempts: one more try, then failed.
-    outcome = POLICY.outcome(_item(MAX_ATTEMPTS + 3), _answer(Kind.RETRY, "http_503"), NOW)
+    outcome = POLICY.outcome(_item(MAX_ATTEMPTS + 3), _answer(Verdict.OUTAGE, "http_503"), NOW)
 
     assert outcome.status == "failed"
     assert outcome.attempts == MAX_ATTEMPTS + 4
@@ -213,7 +109,7 @@ def test_retry_past_max_attempts_fails() -> None:
 
 def test_unknown_codes_are_capped_below_max_attempts() -> None:
     assert UNKNOWN_CODE_MAX_ATTEMPTS < MAX_ATTEMPTS
-    unknown = _answer(Kind.UNKNOWN, "1234567", "what is this")
+    unknown = _answer(Verdict.UNKNOWN, "1234567", "what is this")
 
     before_cap = POLICY.outcome(_item(UNKNOWN_CODE_MAX_ATTEMPTS - 2), unknown, NOW)
     at_cap = POLICY.outcome(_item(UNKNOWN_CODE_MAX_ATTEMPTS - 1), unknown, NOW)
@@ -229,14 +125,14 @@ def test_unknown_codes_are_capped_below_max_attempts() -> None:
 def test_unknown_codes_respect_a_lower_max_attempts() -> None:
     policy = RetryPolicy(1, BACKOFF_BASE_S, BACKOFF_CAP_S)
 
-    outcome = policy.outcome(_item(0), _answer(Kind.UNKNOWN, "1234567"), NOW)
+    outcome = policy.outcome(_item(0), _answer(Verdict.UNKNOWN, "1234567"), NOW)
 
     assert outcome.status == "failed"
 
 
 @pytest.mark.parametrize("attempts", [0, 2])
 def test_fatal_leaves_the_item_pending_and_untouched(attempts: int) -> None:
-    outcome = POLICY.outcome(_item(attempts), _answer(Kind.FATAL, "4010001", "bad key"), NOW)
+    outcome = POLICY.outcome(_item(attempts), _answer(Verdict.FATAL, "4010001", "bad key"), NOW)
 
     assert outcome.status == "pending"
     assert outcome.attempts == attempts
@@ -247,7 +143,7 @@ def test_fatal_leaves_the_item_pending_and_untouched(attempts: int) -> None:
 
 @pytest.mark.parametrize("attempts", [0, MAX_ATTEMPTS - 1, MAX_ATTEMPTS + 2])
 def test_a_failure_during_an_outage_costs_the_item_no_attempt(attempts: int) -> None:
-    answer = _answer(Kind.RETRY, "connection", "refused")
+    answer = _answer(Verdict.OUTAGE, "connection", "refused")
 
     outcome = POLICY.outcome(_item(attempts), answer, NOW, outage=True)
 
@@ -258,7 +154,7 @@ def test_a_failure_during_an_outage_costs_the_item_no_attempt(attempts: int) -> 
 
 
 def test_a_permanent_answer_during_an_outage_still_fails() -> None:
-    outcome = POLICY.outcome(_item(0), _answer(Kind.PERMANENT, "4000003"), NOW, outage=True)
+    outcome = POLICY.outcome(_item(0), _answer(Verdict.PERMANENT, "4000003"), NOW, outage=True)
 
     assert outcome.status == "failed"
 
@@ -334,7 +230,7 @@ class _HeldClient:
         self.calls += 1
         if self.calls == 1 or self.hold_every_call:
             await self.release.wait()
-        return Answer(Kind.DONE, "0", "ok", 0.01, 200, RECOGNITION)
+        return Answer("0", "ok", 0.01, 200, RECOGNITION)
 
     def redact(self, text: str) -> str:
         return text
@@ -372,16 +268,16 @@ def _jpeg_items(tmp_path: Path, count: int) -> list[ClaimedItem]:
     found = []
     for n in range(count):
         path = tmp_path / f"{n}.jpg"
-        path.write_bytes(workers.JPEG_MAGIC + bytes(100))
+        path.write_bytes(JPEG_MAGIC + bytes(100))
         found.append(ClaimedItem(n + 1, str(path), 103, 0.0, 0, captured_at=NOW))
     return found
 
 
 async def test_a_worker_reads_the_next_file_while_its_call_is_out(tmp_path, monkeypatch) -> None:
     read: list[str] = []
-    real_read = workers.read_checked
+    real_read = read_checked
 
-    async def spy(path: str | bytes) -> workers.Read:
+    async def spy(path: str | bytes) -> Read:
         read.append(Path(os.fsdecode(path)).name)
         return await real_read(path)
 
@@ -430,3 +326,170 @@ async def test_no_worker_reads_ahead_an_item_an_idle_worker_could_start(tmp_path
     for _ in workers_:
         claimed.put_nowait(None)
     await asyncio.wait_for(asyncio.gather(*workers_), 5)
+
+
+async def test_a_stop_sends_back_an_item_whose_read_is_stuck(tmp_path, monkeypatch) -> None:
+    never = threading.Event()
+
+    async def stuck(path: str | bytes) -> Read:
+        return await in_daemon_thread(never.wait)  # a hung mount: this read never returns
+
+    monkeypatch.setattr(workers, "read_checked", stuck)
+    claimed: asyncio.Queue = asyncio.Queue()
+    for item in [*_jpeg_items(tmp_path, 1), None]:
+        claimed.put_nowait(item)
+    client, stop = _HeldClient(), asyncio.Event()
+    pool = _pool(client, claimed, stop)
+    worker = asyncio.create_task(pool.run())
+    await asyncio.sleep(0.05)
+
+    stop.set()
+    await asyncio.wait_for(worker, 5)
+
+    outcome = pool.results.get_nowait()
+    assert (outcome.item_id, outcome.status, outcome.attempts) == (1, "pending", 0)
+    assert client.calls == 0
+    never.set()
+
+
+async def test_a_sent_item_carries_the_size_and_mtime_it_was_read_at(tmp_path) -> None:
+    (item,) = _jpeg_items(tmp_path, 1)
+    Path(item.path).write_bytes(JPEG_MAGIC + bytes(500))  # rewritten since the scan
+    claimed: asyncio.Queue = asyncio.Queue()
+    for queued in (item, None):
+        claimed.put_nowait(queued)
+    client, stop = _HeldClient(), asyncio.Event()
+    client.release.set()
+    pool = _pool(client, claimed, stop)
+
+    await asyncio.wait_for(pool.run(), 5)
+
+    outcome = pool.results.get_nowait()
+    st = os.stat(item.path)
+    assert (outcome.status, outcome.size, outcome.mtime) == ("done", st.st_size, st.st_mtime)
+    assert item.size != st.st_size
+
+
+# --- what the pool does with the run around its calls ---------------------------------------
+
+
+class _ScriptedClient:
+    """Answers each call with the next code of a script (the last one repeats)."""
+
+    endpoint = "http://127.0.0.1:9"
+
+    def __init__(self, *codes: str) -> None:
+        self.codes = list(codes)
+        self.calls = 0
+
+    async def recognize(self, data: bytes, filename: str, content_type: str) -> Answer:
+        code = self.codes[min(self.calls, len(self.codes) - 1)]
+        self.calls += 1
+        recognition = RECOGNITION if code == "0" else None
+        return Answer(
+            code, "scripted", 0.001, None, recognition, reached=code != "connection_refused"
+        )
+
+    def redact(self, text: str) -> str:
+        return text
+
+
+def _scripted_pool(
+    tmp_path: Path, client: _ScriptedClient, count: int, *, max_outage_s: float = 900.0
+) -> tuple[WorkerPool, list[tuple[str, str | None]]]:
+    claimed: asyncio.Queue = asyncio.Queue()
+    for item in [*_jpeg_items(tmp_path, count), None]:
+        claimed.put_nowait(item)
+    stop = asyncio.Event()
+    stops: list[tuple[str, str | None]] = []
+
+    def on_stop(reason: str, message: str | None) -> None:
+        stops.append((reason, message))
+        stop.set()
+
+    pool = WorkerPool(
+        client,  # type: ignore[arg-type]
+        RateGovernor(1000.0, stop),
+        Breaker(max_outage_s),
+        POLICY,
+        claimed,
+        asyncio.Queue(),
+        stop,
+        on_stop,
+    )
+    return pool, stops
+
+
+async def test_no_call_starts_while_results_cannot_be_written(tmp_path) -> None:
+    client = _ScriptedClient("0")
+    pool, _stops = _scripted_pool(tmp_path, client, 3)
+    pool.writable.clear()  # the database is away
+
+    worker = asyncio.create_task(pool.run())
+    await asyncio.sleep(0.1)
+    assert client.calls == 0
+    pool.writable.set()  # it is back
+    await asyncio.wait_for(worker, 5)
+
+    assert client.calls == 3
+
+
+async def test_a_stop_while_waiting_for_the_database_spends_nothing(tmp_path) -> None:
+    client = _ScriptedClient("0")
+    pool, _stops = _scripted_pool(tmp_path, client, 2)
+    pool.writable.clear()
+
+    worker = asyncio.create_task(pool.run())
+    await asyncio.sleep(0.05)
+    pool.stop.set()
+    await asyncio.wait_for(worker, 5)
+
+    outcomes = [pool.results.get_nowait() for _ in range(pool.results.qsize())]
+    assert client.calls == 0
+    assert {(o.status, o.attempts, o.call) for o in outcomes} == {("pending", 0, None)}
+
+
+@pytest.mark.parametrize("code", ["4000006", "5000503", "http_429"])
+async def test_a_throttle_that_never_lets_up_stops_the_run(tmp_path, code: str) -> None:
+    client = _ScriptedClient(code)
+    pool, stops = _scripted_pool(tmp_path, client, 1000, max_outage_s=0.3)
+    pool.governor.on_answer = lambda answer, real=pool.governor.on_answer: (  # type: ignore
+        real(answer),
+        setattr(pool.governor, "current_per_s", 1000.0),  # keep the pace: the test is the clock
+    )
+
+    await asyncio.wait_for(pool.run(), 10)
+
+    assert [reason for reason, _ in stops] == ["throttle"]
+    assert code in (stops[0][1] or "")
+    outcomes = [pool.results.get_nowait() for _ in range(pool.results.qsize())]
+    assert all(o.status == "pending" and o.attempts == 0 for o in outcomes)
+
+
+async def test_refused_connections_before_any_answer_are_fatal_after_a_grace(
+    tmp_path, monkeypatch
+) -> None:
+    monkeypatch.setattr(workers, "REFUSED_GRACE_S", 0.2)
+    client = _ScriptedClient("connection_refused")
+    pool, stops = _scripted_pool(tmp_path, client, 1000)
+    pool.breaker.on_answer = lambda answer: None  # type: ignore[method-assign]
+
+    await asyncio.wait_for(pool.run(), 10)
+
+    assert [reason for reason, _ in stops] == ["fatal"]
+    assert "http://127.0.0.1:9" in (stops[0][1] or "")
+    assert pool.stats.calls == 0  # nothing reached the API: nothing was paid for
+
+
+async def test_refused_connections_after_an_answer_are_an_outage_not_fatal(
+    tmp_path, monkeypatch
+) -> None:
+    monkeypatch.setattr(workers, "REFUSED_GRACE_S", 0.0)
+    client = _ScriptedClient("0", "connection_refused")
+    pool, stops = _scripted_pool(tmp_path, client, 50)
+    pool.breaker.on_answer = lambda answer: None  # type: ignore[method-assign]
+
+    await asyncio.wait_for(pool.run(), 10)
+
+    assert stops == []
+    assert pool.stats.calls == 1
