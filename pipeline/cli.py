@@ -48,7 +48,12 @@ from pipeline.errors import (
     JobNotFoundError,
     PipelineError,
 )
-from pipeline.report import format_job, format_jobs_line, job_json, plural
+from pipeline.report import (
+    format_job,
+    format_jobs_line,
+    job_json,
+    plural,
+)
 from pipeline.store import Store
 
 T = TypeVar("T")

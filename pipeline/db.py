@@ -20,7 +20,9 @@ if TYPE_CHECKING:
 
 # The newest migration in migrations/versions (a test holds the two together). A database
 # already there is opened without loading Alembic at all: a third of every command's start-up.
-HEAD_REVISION = "0007"
+HEAD_REVISION = "0008"
+
+MIGRATION_LOCK = 0x504C5030  # PostgreSQL advisory lock key: one process migrates at a time
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 # One writing connection per process on SQLite; callers queue for it instead of meeting
@@ -201,6 +203,15 @@ async def upgrade(connection: AsyncConnection, revision: str = "head") -> None:
     """Apply migrations up to `revision` on an open connection (in its transaction)."""
     if revision == "head" and await current_revision(connection) == HEAD_REVISION:
         return
+    if connection.dialect.name == "postgresql":
+        # Several processes bringing a fresh database up at once would create the same
+        # tables side by side and all but one fail: one migrates, the others wait for its
+        # commit and find the schema there. (SQLite: the caller's BEGIN IMMEDIATE does it.)
+        await connection.execute(
+            text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK}
+        )
+        if revision == "head" and await current_revision(connection) == HEAD_REVISION:
+            return
 
     def _upgrade(sync_connection) -> None:
         from alembic import command

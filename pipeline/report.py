@@ -43,7 +43,9 @@ def format_job(summary: JobSummary, *, liveness: bool = True) -> str:
 def _liveness(summary: JobSummary) -> list[str]:
     """Who works on the job now (pid, host, heartbeat age), and the rate and ETA only then."""
     lines = [
-        f"  live: `{w.kind}` pid {w.pid} on {w.host}, heartbeat {w.heartbeat_age_s:.0f}s ago"
+        f"  live: `{w.kind}` pid {w.pid} on {w.host}, heartbeat {w.heartbeat_age_s:.0f}s ago, "
+        f"{plural(w.items_held, 'item')} held"
+        + (f", {w.rate_share:.1f} requests/s" if w.rate_share is not None else "")
         for w in summary.workers
     ]
     if summary.live and summary.left:
@@ -135,6 +137,8 @@ def job_json(summary: JobSummary) -> dict[str, Any]:
                 "pid": w.pid,
                 "host": w.host,
                 "heartbeat_age_s": round(w.heartbeat_age_s, 1),
+                "items_held": w.items_held,
+                "rate_share_per_s": w.rate_share,
             }
             for w in summary.workers
         ],

@@ -25,7 +25,8 @@ from typing import Any
 from pipeline.capture import PathPattern
 from pipeline.client import NhnClient
 from pipeline.config import RunSettings
-from pipeline.errors import EXIT_FAILED_ITEMS, EXIT_FATAL, EXIT_OK, EXIT_STOPPED
+from pipeline.errors import EXIT_FAILED_ITEMS, EXIT_FATAL, EXIT_OK, EXIT_STOPPED, JobBusyError
+from pipeline.lease import Lease
 from pipeline.outcomes import CallResult, Outcome
 from pipeline.pacing import Breaker, RateGovernor
 from pipeline.progress import LIVE_REFRESH_S, LineProgress, LiveProgress, Snapshot
@@ -36,7 +37,7 @@ from pipeline.writer import Writer
 
 log = logging.getLogger(__name__)
 
-COORDINATE_EVERY_S = 1.0  # heartbeat and rate share; peers are dead after 30 s of silence
+COORDINATE_EVERY_S = 1.0  # heartbeat and rate share; peers are dead after the heartbeat timeout
 IDLE_POLL_S = 0.5  # how often an idle claimer looks again when waiting for retries or the scan
 QUEUE_PER_WORKER = 2
 REFILL_POLL_S = 0.01
@@ -123,6 +124,8 @@ class _Run:
     kind: str = "run"  # run (alone) | work (shares the job)
     halting: asyncio.Event = field(default_factory=asyncio.Event)  # fatal here: halt the job
     tally: CallTally = field(default_factory=CallTally)
+    lease: Lease | None = None  # set once registered
+    writer: Writer | None = None
 
     def request_stop(self, reason: str, message: str | None = None, *, spread: bool = True) -> None:
         """Stop claiming; in-flight calls finish and their answers are committed. A fatal
@@ -156,6 +159,7 @@ async def run_job(settings: RunSettings, store: Store, *, kind: str = "run") -> 
     job = await store.ensure_job(settings.job, create=bool(settings.roots))
     run = _Run(settings, store, job, breaker=Breaker(settings.max_outage_s), kind=kind)
     run.peers_at_start = await store.register_worker(job, run.worker_id, kind=kind)
+    run.lease = Lease(run.worker_id, store.heartbeat_timeout_s)
     try:
         reclaimed = await store.reclaim_orphans(job)
         if reclaimed:
@@ -190,6 +194,7 @@ async def _run_stages(run: _Run) -> PoolStats:
         maxsize=max(settings.concurrency * QUEUE_PER_WORKER, 8)
     )
     writer = Writer(run.store, run.job, run.worker_id, run.on_committed)
+    run.writer = writer
     policy = RetryPolicy(settings.max_attempts, settings.backoff_base_s, settings.backoff_cap_s)
     workers: list[asyncio.Task] = []
     async with NhnClient(settings.api, connections=settings.concurrency) as client:
@@ -210,6 +215,7 @@ async def _run_stages(run: _Run) -> PoolStats:
             run.request_stop,
             settings.max_requests,
             writable=run.store.writable,
+            lease=run.lease,
         )
         with _signals_stop(run, on_second=lambda: [w.cancel() for w in workers]):
             writer_task = asyncio.create_task(writer.run(), name="writer")
@@ -358,11 +364,17 @@ async def _coordinate(run: _Run, governor: RateGovernor) -> None:
     share, leases of dead workers, and a job-wide halt in either direction."""
     while True:
         await asyncio.sleep(COORDINATE_EVERY_S)
+        asked_at = time.monotonic()
         try:
-            seen = await run.store.coordinate(run.job, run.worker_id)
+            seen = await run.store.coordinate(run.job, run.worker_id, governor.share_per_s)
+            if seen.lost:
+                await _register_again(run, governor, asked_at)
+                continue
         except Exception as exc:  # a missed look is harmless; the next one may get through
             log.warning("coordination with the job's other workers failed: %s", exc)
             continue
+        if run.lease is not None:
+            run.lease.confirm(asked_at)
         governor.set_share(run.settings.rate_per_s / seen.live)
         run.live_workers = seen.live
         if seen.reclaimed:
@@ -370,6 +382,31 @@ async def _coordinate(run: _Run, governor: RateGovernor) -> None:
             run.wake.set()
         if seen.halted:
             run.request_stop("fatal", seen.halted, spread=False)
+
+
+async def _register_again(run: _Run, governor: RateGovernor, asked_at: float) -> None:
+    """This worker was silent past the heartbeat timeout (a pause, a partition) and taken for
+    dead: its items are someone else's now. Drop them unsent and join again under a new token;
+    a `run` whose place another `run` took stops instead."""
+    token = str(uuid.uuid4())
+    log.warning(
+        "this worker was silent past the heartbeat timeout and taken for dead: "
+        "dropping the items it held and registering again"
+    )
+    try:
+        peers = await run.store.register_worker(run.job, token, kind=run.kind)
+        # As at the start: the others went up to bigger shares meanwhile; wait for room.
+        governor.set_share(run.settings.rate_per_s / (peers + 1))
+        governor.hold(COORDINATE_EVERY_S * 1.5)
+    except JobBusyError as exc:
+        run.request_stop("taken over", str(exc))
+        token = ""  # no registration: nothing held may be sent
+    run.worker_id = token
+    if run.writer is not None:
+        run.writer.worker_id = token
+    assert run.lease is not None
+    run.lease.replace(token, asked_at)
+    run.wake.set()
 
 
 async def _progress(run: _Run, stats: PoolStats, left_at_start: int) -> None:

@@ -90,9 +90,13 @@ workers = Table(
     Column("job_id", Integer, ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
     Column("host", String(255), nullable=False),
     Column("pid", Integer, nullable=False),
+    # boot id / PID namespace / start time: the pid is this process only while all match.
+    Column("process", String(100)),
     Column("kind", String(8), nullable=False, server_default="run"),  # run (alone) | work
+    # Times by the database's clock (PostgreSQL's now()), never the worker host's.
     Column("started_at", DateTime, nullable=False),
     Column("heartbeat_at", DateTime, nullable=False),
+    Column("rate_share", Float),  # requests/s it keeps to, at its last heartbeat
     Index(None, "job_id"),
 )
 
@@ -115,6 +119,8 @@ items = Table(
     # (the camera's local wall-clock time, as the archive records it).
     Column("camera", Text),
     Column("captured_at", Seconds),
+    # The lease of a `running` item: the worker's registration id is the fencing token;
+    # the expiry (database clock) is pushed on by each of its heartbeats.
     Column("lease_owner", String(36)),
     Column("lease_expires_at", DateTime),
     Column("created_at", DateTime, nullable=False),

@@ -7,12 +7,15 @@ Workers, the scanner and the CLI call named methods (`add_items`, `claim_batch`,
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import functools
 import logging
 import operator
 import os
 import socket
 import time
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -31,6 +34,7 @@ from sqlalchemy import (
     insert,
     inspect,
     literal,
+    literal_column,
     or_,
     select,
     text,
@@ -43,15 +47,22 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from pipeline import db
+from pipeline import db, liveness
 from pipeline.errors import DatabaseError, JobBusyError, JobNotFoundError
 from pipeline.outcomes import CallResult, Found, Outcome
 from pipeline.schema import STATUSES, attempts, items, jobs, plates, recognitions, workers
 
 log = logging.getLogger(__name__)
 
-LEASE_SECONDS = 300
-WORKER_DEAD_AFTER_S = 30
+# A worker silent this long (by the database's clock) is dead and its leases expire; its
+# heartbeat comes every second. Environment: operators with long GC or VM pauses raise it,
+# tests lower it.
+HEARTBEAT_TIMEOUT_ENV = "PLATEPIPE_HEARTBEAT_TIMEOUT_S"
+HEARTBEAT_TIMEOUT_S = 30.0
+CLOCK_SHIFT_IGNORED = timedelta(seconds=1)  # a host this close to the database's clock is on it
+# PostgreSQL advisory lock keys (the two-int form): the first names the purpose.
+REGISTRY_LOCK = 0x504C5031  # held while a job's workers register: one at a time per job
+WORKER_LOCK = 0x504C5032  # held by each worker's own connection while its process lives
 DB_RETRY_DELAYS_S = (0.2, 0.5, 1.0, 2.0, 5.0)  # then every 5 s, within `Store.ride_out_s`
 RATE_WINDOW_S = 60.0  # `status` reports the call rate over this last stretch
 EXPORT_CHUNK = 1000  # rows fetched at a time while exporting
@@ -208,6 +219,7 @@ class ClaimedItem:
     attempts: int
     raw_path: bytes | None = None  # the name's bytes, when they are not UTF-8
     captured_at: datetime | None = None  # None until known: the worker then reads EXIF or mtime
+    lease: str | None = None  # the token it was claimed under: the worker's registration
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +227,7 @@ class Coordination:
     live: int  # live workers on the job, this one included
     reclaimed: int  # items of dead workers put back to pending just now
     halted: str | None  # why the job was halted, if it was
+    lost: bool = False  # this worker had been taken for dead: its registration is gone
 
 
 @dataclass
@@ -236,7 +249,9 @@ class LiveWorker:
     host: str
     pid: int
     kind: str  # run | work
-    heartbeat_age_s: float
+    heartbeat_age_s: float  # by the database's clock
+    items_held: int = 0  # items leased to it now
+    rate_share: float | None = None  # requests/s it keeps to, at its last heartbeat
 
 
 @dataclass(frozen=True, slots=True)
@@ -329,6 +344,8 @@ class Store:
         self.url = url
         # 0 for one-shot commands (fail fast, exit 1); a run sets `--max-db-outage`.
         self.ride_out_s = 0.0
+        self.heartbeat_timeout_s = heartbeat_timeout_s()
+        self._worker_lock: AsyncConnection | None = None  # PostgreSQL: see _hold_worker_lock
         # Clear while the database refuses writes for a reason a retry can cure.
         self.writable = asyncio.Event()
         self.writable.set()
@@ -391,6 +408,7 @@ class Store:
             )
 
     async def close(self) -> None:
+        await self._drop_worker_lock()
         await self.engine.dispose()
 
     @asynccontextmanager
@@ -452,55 +470,171 @@ class Store:
         A `run` works alone: any other live worker on the job is an error (JobBusyError). A
         `work` process shares the job with other `work` processes, but not with a `run`. A new
         start also lifts a job-wide halt (the operator has fixed what stopped the job).
+        Registrations of one job take turns (PostgreSQL: an advisory lock; SQLite: the write
+        lock), so two `run`s starting at once never both get in.
         """
-        host, now = socket.gethostname(), utcnow()
-        async with self._begin() as connection:
-            live = await self._reap(connection, job, host, now)
-            blocking = live if kind == "run" else [w for w in live if w.kind == "run"]
-            if blocking:
-                other = blocking[0]
-                age = (now - other.heartbeat_at).total_seconds()
-                raise JobBusyError(
-                    f"job {job.name!r} is being processed by pid {other.pid} on {other.host} "
-                    f"(`{other.kind}`, heartbeat {age:.0f}s ago); wait for it to end or stop it"
+        await self._hold_worker_lock(worker_id)
+        try:
+            async with self._begin() as connection:
+                if self._postgres:
+                    await connection.execute(
+                        select(func.pg_advisory_xact_lock(REGISTRY_LOCK, job.id))
+                    )
+                now = await self._clock(connection)
+                live = await self._reap(connection, job, now)
+                blocking = live if kind == "run" else [w for w in live if w.kind == "run"]
+                if blocking:
+                    other = blocking[0]
+                    age = (now - other.heartbeat_at).total_seconds()
+                    raise JobBusyError(
+                        f"job {job.name!r} is being processed by pid {other.pid} on "
+                        f"{other.host} (`{other.kind}`, heartbeat {age:.0f}s ago); wait for it "
+                        "to end or stop it"
+                    )
+                await connection.execute(
+                    insert(workers).values(
+                        id=worker_id,
+                        job_id=job.id,
+                        host=socket.gethostname(),
+                        pid=os.getpid(),
+                        process=liveness.process_key(),
+                        kind=kind,
+                        started_at=now,
+                        heartbeat_at=now,
+                    )
                 )
-            await connection.execute(
-                insert(workers).values(
-                    id=worker_id,
-                    job_id=job.id,
-                    host=host,
-                    pid=os.getpid(),
-                    kind=kind,
-                    started_at=now,
-                    heartbeat_at=now,
+                await connection.execute(
+                    update(jobs).where(jobs.c.id == job.id).values(halted=None)
                 )
-            )
-            await connection.execute(update(jobs).where(jobs.c.id == job.id).values(halted=None))
+        except BaseException:
+            await self._drop_worker_lock()
+            raise
         return len(live)
 
     @_retried
-    async def coordinate(self, job: Job, worker_id: str) -> Coordination:
-        """A worker's periodic look at its peers: beat, clear the dead and give their leases
-        back to pending, and learn how many share the job and whether it was halted."""
-        host, now = socket.gethostname(), utcnow()
+    async def coordinate(
+        self, job: Job, worker_id: str, rate_share: float | None = None
+    ) -> Coordination:
+        """A worker's periodic look at its peers: beat (which extends the leases of its
+        items), clear the dead and give their leases back to pending, and learn how many
+        share the job and whether it was halted. `lost` when this worker had itself been
+        taken for dead: its registration is gone and its items are not its own any more."""
+        await self._keep_worker_lock(worker_id)
         async with self._begin() as connection:
-            await connection.execute(
-                update(workers).where(workers.c.id == worker_id).values(heartbeat_at=now)
+            beat = await connection.execute(
+                update(workers)
+                .where(workers.c.id == worker_id)
+                .values(heartbeat_at=self._now_sql(), rate_share=rate_share)
             )
-            live = await self._reap(connection, job, host, now)
-            reclaimed = await self._reclaim(connection, job)
+            lost = not beat.rowcount
+            if not lost:
+                await connection.execute(
+                    update(items)
+                    .where(
+                        items.c.job_id == job.id,
+                        items.c.status == "running",
+                        items.c.lease_owner == worker_id,
+                    )
+                    .values(lease_expires_at=self._now_sql(self.heartbeat_timeout_s))
+                )
+            now = await self._clock(connection)
+            live = await self._reap(connection, job, now, me=worker_id)
+            reclaimed = await self._reclaim(connection, job, now)
             halted = (
                 await connection.execute(select(jobs.c.halted).where(jobs.c.id == job.id))
             ).scalar_one()
-        return Coordination(live=max(len(live), 1), reclaimed=reclaimed, halted=halted)
+        return Coordination(live=max(len(live), 1), reclaimed=reclaimed, halted=halted, lost=lost)
 
-    async def _reap(self, connection: AsyncConnection, job: Job, host: str, now: datetime):
-        """Delete the job's dead workers; the live ones."""
+    async def _reap(
+        self, connection: AsyncConnection, job: Job, now: datetime, me: str | None = None
+    ) -> list[Any]:
+        """Delete the job's dead workers (`_reclaim` then frees their items); the live ones.
+        `me`, the caller, is alive whatever its lock says (`_keep_worker_lock` mends that)."""
         rows = (await connection.execute(select(workers).where(workers.c.job_id == job.id))).all()
-        dead = [r.id for r in rows if _is_dead(r, host, now)]
+        locked = await self._worker_locks(connection)
+        if locked is not None and me is not None:
+            locked.add(_worker_lock_id(me))
+        dead = [r for r in rows if self._is_dead(r, now, locked)]
+        for row in dead:
+            age = (now - row.heartbeat_at).total_seconds()
+            log.warning(
+                "taking over from `%s` pid %s on %s (heartbeat %.0fs ago): it is gone",
+                row.kind, row.pid, row.host, age,
+            )  # fmt: skip
         if dead:
-            await connection.execute(delete(workers).where(workers.c.id.in_(dead)))
-        return [r for r in rows if r.id not in dead]
+            await connection.execute(delete(workers).where(workers.c.id.in_([r.id for r in dead])))
+        gone = {r.id for r in dead}
+        return [r for r in rows if r.id not in gone]
+
+    def _is_dead(self, worker: Any, now: datetime, locked: set[int] | None) -> bool:
+        """Silent past the timeout (by the database's clock), whatever its pid; else, on
+        PostgreSQL, its connection's lock released (the process ended, anywhere); else, on
+        this machine, its pid gone or reused by another process."""
+        if (now - worker.heartbeat_at).total_seconds() > self.heartbeat_timeout_s:
+            return True
+        if locked is not None and _worker_lock_id(worker.id) not in locked:
+            return True
+        return worker.host == socket.gethostname() and liveness.is_gone(worker.pid, worker.process)
+
+    async def _worker_locks(self, connection: AsyncConnection) -> set[int] | None:
+        """The worker locks held on this database now (PostgreSQL; None on SQLite)."""
+        if not self._postgres:
+            return None
+        rows = await connection.execute(
+            text(
+                "SELECT objid::bigint FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                " AND classid = CAST(:purpose AS oid) AND objsubid = 2 AND database ="
+                " (SELECT oid FROM pg_database WHERE datname = current_database())"
+            ),
+            {"purpose": WORKER_LOCK},
+        )
+        return set(rows.scalars())
+
+    async def _hold_worker_lock(self, worker_id: str) -> None:
+        """PostgreSQL: take this worker's lock on a connection of its own, held until the
+        process ends or unregisters, so peers know at once when it dies (kill -9, a reboot,
+        a container stopped); the pid, which a restarted container reuses, cannot say it."""
+        await self._drop_worker_lock()
+        if not self._postgres:
+            return
+        try:
+            connection = await self.engine.connect()
+            try:
+                # Never waits: should another live worker's id hash to the same key (one in
+                # two billion), the key shows both alive and their heartbeats alone tell.
+                await connection.execute(
+                    select(func.pg_try_advisory_lock(WORKER_LOCK, _worker_lock_id(worker_id)))
+                )
+                await connection.commit()  # a session lock: it outlives the transaction
+            except BaseException:
+                await connection.close()
+                raise
+        except (SQLAlchemyError, OSError) as exc:
+            raise DatabaseError(self._describe(exc), transient=_is_transient(exc)) from exc
+        self._worker_lock = connection
+
+    async def _keep_worker_lock(self, worker_id: str) -> None:
+        """Take this worker's lock again if its connection was lost (a database restart, a
+        terminated backend): peers that looked meanwhile took it for dead, which its next
+        heartbeat tells it; those that look later see it alive."""
+        if not self._postgres:
+            return
+        connection = self._worker_lock
+        if connection is not None:
+            try:
+                await connection.execute(select(literal(1)))
+                await connection.commit()
+                return
+            except (SQLAlchemyError, OSError) as exc:
+                log.warning("the worker's lock connection was lost (%s): taking it again",
+                            self._describe(exc))  # fmt: skip
+        await self._hold_worker_lock(worker_id)
+
+    async def _drop_worker_lock(self) -> None:
+        connection, self._worker_lock = self._worker_lock, None
+        if connection is not None:
+            with contextlib.suppress(SQLAlchemyError, OSError):
+                await connection.invalidate()  # closed, not pooled: the lock goes with it
 
     @_retried
     async def halt(self, job: Job, reason: str) -> None:
@@ -512,48 +646,87 @@ class Store:
     async def unregister_worker(self, worker_id: str) -> None:
         async with self._begin() as connection:
             await connection.execute(delete(workers).where(workers.c.id == worker_id))
+        await self._drop_worker_lock()
 
     @_retried
-    async def live_workers(self, job: Job) -> list[LiveWorker]:
-        """The job's registered processes that are alive, read only (the dead are left for
-        the next worker to clear)."""
+    async def live_workers(self, job_name: str) -> list[LiveWorker]:
+        """The job's registered processes that are alive, oldest first, read only (the dead
+        are left for the next worker to clear)."""
         async with self._begin(writes=False) as connection:
-            return (await self._live_workers(connection, [job.id])).get(job.id, [])
+            job_id = (
+                await connection.execute(select(jobs.c.id).where(jobs.c.name == job_name))
+            ).scalar()
+            if job_id is None:
+                return []
+            return (await self._live_workers(connection, [job_id])).get(job_id, [])
 
     async def _live_workers(
         self, connection: AsyncConnection, job_ids: Sequence[int]
     ) -> dict[int, list[LiveWorker]]:
-        host, now = socket.gethostname(), utcnow()
+        """Per job, its live workers by the liveness test `register_worker` applies, each
+        with the items it holds (a range of the (job, status) index) and its rate share."""
+        held = (
+            select(func.count())
+            .where(
+                items.c.job_id == workers.c.job_id,
+                items.c.status == "running",
+                items.c.lease_owner == workers.c.id,
+            )
+            .scalar_subquery()
+        )
+        now = await self._clock(connection)
+        locked = await self._worker_locks(connection)
         rows = (
             await connection.execute(
-                select(workers).where(workers.c.job_id.in_(job_ids)).order_by(workers.c.started_at)
+                select(workers, held.label("held"))
+                .where(workers.c.job_id.in_(job_ids))
+                .order_by(workers.c.started_at)
             )
         ).all()
         live: dict[int, list[LiveWorker]] = {}
-        for row in rows:
-            if not _is_dead(row, host, now):
-                age = max((now - row.heartbeat_at).total_seconds(), 0.0)
-                live.setdefault(row.job_id, []).append(LiveWorker(row.host, row.pid, row.kind, age))
+        for r in rows:
+            if not self._is_dead(r, now, locked):
+                age = max((now - r.heartbeat_at).total_seconds(), 0.0)
+                worker = LiveWorker(r.host, r.pid, r.kind, age, r.held, r.rate_share)
+                live.setdefault(r.job_id, []).append(worker)
         return live
 
     @_retried
     async def reclaim_orphans(self, job: Job) -> int:
-        """Items left `running` by workers that are no longer registered go back to pending."""
+        """Items left `running` by workers that are no longer registered, or whose lease
+        ran out, go back to pending."""
         async with self._begin() as connection:
-            return await self._reclaim(connection, job)
+            return await self._reclaim(connection, job, await self._clock(connection))
 
-    async def _reclaim(self, connection: AsyncConnection, job: Job) -> int:
+    async def _reclaim(self, connection: AsyncConnection, job: Job, now: datetime) -> int:
         live = select(workers.c.id).where(workers.c.job_id == job.id)
         result = await connection.execute(
             update(items)
             .where(
                 items.c.job_id == job.id,
                 items.c.status == "running",
-                or_(items.c.lease_owner.is_(None), items.c.lease_owner.not_in(live)),
+                or_(
+                    items.c.lease_owner.is_(None),
+                    items.c.lease_owner.not_in(live),
+                    items.c.lease_expires_at < now,
+                ),
             )
             .values(status="pending", lease_owner=None, lease_expires_at=None)
         )
         return result.rowcount or 0
+
+    async def _clock(self, connection: AsyncConnection) -> datetime:
+        """Now, by the one clock every worker shares: PostgreSQL's (naive UTC). On SQLite,
+        whose processes all run on one machine, that machine's."""
+        if not self._postgres:
+            return utcnow()
+        return (await connection.execute(select(self._now_sql()))).scalar_one()
+
+    def _now_sql(self, plus_s: float = 0.0) -> Any:
+        """The database's now (plus `plus_s` seconds) as SQL, in the schema's naive UTC."""
+        if not self._postgres:
+            return literal(utcnow() + timedelta(seconds=plus_s), DateTime)
+        return literal_column(f"timezone('UTC', now()) + interval '{plus_s:.3f} seconds'", DateTime)
 
     # -- the queue ----------------------------------------------------------------------------
 
@@ -652,14 +825,18 @@ class Store:
 
     @_retried
     async def claim_batch(self, job: Job, worker_id: str, limit: int) -> list[ClaimedItem]:
-        """Move up to `limit` due pending items to `running`, leased to `worker_id`."""
-        now = utcnow()
+        """Move up to `limit` due pending items to `running`, leased to `worker_id` until the
+        heartbeat timeout (by the database's clock; each heartbeat extends it). None for a
+        worker that is not registered (any more): one taken for dead claims nothing."""
+        now = self._now_sql()
+        registered = select(workers.c.id).where(workers.c.id == worker_id).exists()
         due = (
             select(items.c.id)
             .where(
                 items.c.job_id == job.id,
                 items.c.status == "pending",
                 or_(items.c.next_attempt_at.is_(None), items.c.next_attempt_at <= now),
+                registered,
             )
             .order_by(items.c.id)
             .limit(limit)
@@ -672,7 +849,7 @@ class Store:
             .values(
                 status="running",
                 lease_owner=worker_id,
-                lease_expires_at=now + timedelta(seconds=LEASE_SECONDS),
+                lease_expires_at=self._now_sql(self.heartbeat_timeout_s),
                 updated_at=now,
             )
             .returning(
@@ -683,6 +860,7 @@ class Store:
                 items.c.attempts,
                 items.c.raw_path,
                 items.c.captured_at,
+                items.c.lease_owner,
             )
         )
         async with self._begin() as connection:
@@ -744,11 +922,21 @@ class Store:
         still has exactly one. A non-done outcome only applies to an item still `running`
         (under `worker_id`'s lease, when given), so a late failure never undoes a result or a
         claim of another worker.
+
+        Fencing: with `worker_id`, the lease's token, only outcomes of items still `running`
+        under it are stored; the others, whose lease ran out while this worker was silent,
+        belong to whoever took them over, and are dropped (their calls are still counted).
+        Times this host set (retry times, call starts) are moved onto the database's clock.
         """
-        now = utcnow()
-        done = [o for o in outcomes if o.status == "done"]
-        other = [o for o in outcomes if o.status != "done"]
+        host_now = utcnow()
         async with self._begin() as connection:
+            now = await self._clock(connection)
+            outcomes = _on_db_clock(outcomes, now - host_now)
+            paid = [o for o in outcomes if o.call is not None]
+            if worker_id is not None:
+                outcomes = await self._still_leased(connection, outcomes, worker_id)
+            done = [o for o in outcomes if o.status == "done"]
+            other = [o for o in outcomes if o.status != "done"]
             if done:
                 ids = [o.item_id for o in done]
                 await connection.execute(delete(plates).where(plates.c.item_id.in_(ids)))
@@ -759,19 +947,39 @@ class Store:
                 plate_rows = list(_plate_rows(done))
                 if plate_rows:
                     await connection.execute(insert(plates), plate_rows)
-                await connection.execute(_SET_STATE, [_state_row(o, now) for o in done])
+                await connection.execute(
+                    _SET_STATE.where(*_leased(worker_id)), [_state_row(o, now) for o in done]
+                )
             if other:
-                still_ours = [items.c.status == "running"]
-                if worker_id is not None:
-                    still_ours.append(items.c.lease_owner == worker_id)
+                still_ours = [items.c.status == "running", *_leased(worker_id)]
                 await connection.execute(
                     _SET_STATE.where(*still_ours), [_state_row(o, now) for o in other]
                 )
-            calls = [o for o in outcomes if o.call is not None]
-            if calls:
-                await connection.execute(_INSERT_ATTEMPT, [_attempt_row(o) for o in calls])
-            reached = sum(o.call.answer.reached for o in calls)  # type: ignore[union-attr]
+            if paid:
+                await connection.execute(_INSERT_ATTEMPT, [_attempt_row(o) for o in paid])
+            reached = sum(o.call.answer.reached for o in paid)  # type: ignore[union-attr]
             await _touch(connection, job, now, calls=reached)
+
+    async def _still_leased(
+        self, connection: AsyncConnection, outcomes: Sequence[Outcome], worker_id: str
+    ) -> Sequence[Outcome]:
+        """Those of `outcomes` whose items are still `running` under `worker_id`'s lease,
+        locked until the commit so that no reaper takes them meanwhile."""
+        ids = [o.item_id for o in outcomes]
+        if not ids:
+            return outcomes
+        held = select(items.c.id).where(*_leased(worker_id), items.c.id.in_(ids))
+        if self._postgres:
+            held = held.with_for_update()
+        ours = set((await connection.execute(held)).scalars())
+        paid = sum(o.call is not None for o in outcomes if o.item_id not in ours)
+        if paid:
+            log.warning(
+                "%d answers dropped: their items were taken over while this worker was silent "
+                "(another worker sends or sent them)",
+                paid,
+            )
+        return [o for o in outcomes if o.item_id in ours]
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -873,9 +1081,10 @@ class Store:
     async def _refuse_if_worked(self, connection: AsyncConnection, job: Job, now: datetime):
         """JobBusyError while a run or `work` process is live on the job (the liveness test
         `register_worker` applies): it would send again what is re-queued under it."""
-        host = socket.gethostname()
+        now = await self._clock(connection)
         rows = (await connection.execute(select(workers).where(workers.c.job_id == job.id))).all()
-        live = [r for r in rows if not _is_dead(r, host, now)]
+        locked = await self._worker_locks(connection)
+        live = [r for r in rows if not self._is_dead(r, now, locked)]
         if live:
             other = live[0]
             age = (now - other.heartbeat_at).total_seconds()
@@ -1075,6 +1284,22 @@ def _plate_rows(done: Iterable[Outcome]) -> Iterable[dict[str, Any]]:
             }
 
 
+def _on_db_clock(outcomes: Sequence[Outcome], shift: timedelta) -> Sequence[Outcome]:
+    """`outcomes` with the times this host's clock set moved by `shift`, the database's clock
+    less this host's: a retry due in 10 s is due in 10 s by the clock that `claim_batch` reads,
+    however far this host's clock is off."""
+    if abs(shift) < CLOCK_SHIFT_IGNORED:
+        return outcomes
+    return [
+        dataclasses.replace(
+            o,
+            next_attempt_at=o.next_attempt_at and o.next_attempt_at + shift,
+            call=o.call and dataclasses.replace(o.call, started_at=o.call.started_at + shift),
+        )
+        for o in outcomes
+    ]
+
+
 def _check_sqlite_file(url: str) -> None:
     """A SQLite URL must name a file that is there: opening one that is not creates it."""
     path = db.sqlite_path(url)
@@ -1089,25 +1314,27 @@ def _has_schema(connection: Any) -> bool:
     return inspect(connection).has_table("items")
 
 
-def _is_dead(worker: Any, host: str, now: datetime) -> bool:
-    """On this host the pid says it for sure; elsewhere, a heartbeat that stopped."""
-    if worker.host == host:
-        return not _pid_alive(worker.pid)
-    return (now - worker.heartbeat_at).total_seconds() > WORKER_DEAD_AFTER_S
+def _leased(worker_id: str | None) -> list[Any]:
+    """The fencing condition: the item is still leased to `worker_id` (None: no check)."""
+    if worker_id is None:
+        return []
+    return [items.c.status == "running", items.c.lease_owner == worker_id]
 
 
-def _pid_alive(pid: int) -> bool:
+def _worker_lock_id(worker_id: str) -> int:
+    """The second key of a worker's advisory lock: its id hashed into a positive int4."""
+    return zlib.crc32(worker_id.encode()) & 0x7FFFFFFF
+
+
+def heartbeat_timeout_s() -> float:
+    """PLATEPIPE_HEARTBEAT_TIMEOUT_S, else HEARTBEAT_TIMEOUT_S."""
+    given = os.environ.get(HEARTBEAT_TIMEOUT_ENV, "").strip()
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, owned by someone else
-        return True
-    try:  # a killed process its parent has not reaped yet is a zombie: dead all the same
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[-1].split()[0] != b"Z"
-    except (OSError, IndexError):
-        return True
+        return max(float(given), 1.0) if given else HEARTBEAT_TIMEOUT_S
+    except ValueError:
+        log.warning("%s=%r is not a number of seconds: using %s", HEARTBEAT_TIMEOUT_ENV,
+                    given, HEARTBEAT_TIMEOUT_S)  # fmt: skip
+        return HEARTBEAT_TIMEOUT_S
 
 
 def _rate(calls: int, first: datetime | str | None, now: datetime) -> float:

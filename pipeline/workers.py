@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 
 from pipeline.capture import exif_taken_at, from_mtime
 from pipeline.client import NhnClient
+from pipeline.lease import Lease
 from pipeline.outcomes import Answer, Call, CallResult, ItemStatus, Outcome
 from pipeline.pacing import Breaker, OutageTooLong, RateGovernor
 from pipeline.preflight import Read, read_checked, sniff_type
@@ -133,6 +134,7 @@ class WorkerPool:
     max_requests: int | None = None  # the run's cost cap, in calls
     # Set while results can be written; the writer clears it while the database is away.
     writable: asyncio.Event = field(default_factory=_set_event)
+    lease: Lease | None = None  # no call for an item whose lease may have gone to another worker
     stats: PoolStats = field(default_factory=PoolStats)
     _idle: int = 0  # workers waiting for an item
     _answered: bool = False  # something reached the API in this run
@@ -217,6 +219,12 @@ class WorkerPool:
             await self.governor.acquire()
             if self.stop.is_set() or not self.writable.is_set():  # spend nothing
                 return release
+            if (
+                self.lease is not None
+                and item.lease is not None
+                and not await self.lease.holds(item.lease, self.stop)
+            ):
+                return release  # taken over while this process was silent, or stopping
             if self.max_requests is not None and self.stats.calls >= self.max_requests:
                 self.on_stop("request cap", None)
                 return release

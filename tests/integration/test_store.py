@@ -1,5 +1,6 @@
-"""The store and the writer against real databases: liveness of workers, and a batch with
-one result the database refuses."""
+"""The store and the writer against real databases: liveness of workers (heartbeats by the
+database's clock, pids that are reused), fencing of leases, registrations and migrations that
+start together, and a batch with one result the database refuses."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from datetime import timedelta
 
 import pytest
 
+from pipeline.db import HEAD_REVISION
 from pipeline.errors import JobBusyError
+from pipeline.liveness import process_key
 from pipeline.outcomes import (
     Answer,
     Call,
@@ -25,8 +28,8 @@ from pipeline.outcomes import (
     Plate,
     Recognition,
 )
-from pipeline.schema import workers
-from pipeline.store import Job, Store, utcnow
+from pipeline.schema import items, workers
+from pipeline.store import ClaimedItem, Job, Store, utcnow
 from pipeline.writer import Writer
 
 
@@ -44,8 +47,10 @@ async def _add_worker(
     pid: int,
     started_ago: timedelta = timedelta(0),
     heartbeat_ago: timedelta = timedelta(0),
+    process: str | None = None,
 ) -> None:
-    """A `run` of process `pid` on this host in the workers registry."""
+    """A `run` of process `pid` on this host in the workers registry, as a process that left
+    no lock behind would have written it (on PostgreSQL, then, a dead one)."""
     async with store.engine.begin() as connection:
         await connection.execute(
             workers.insert().values(
@@ -53,18 +58,51 @@ async def _add_worker(
                 job_id=job.id,
                 host=socket.gethostname(),
                 pid=pid,
+                process=process,
                 started_at=utcnow() - started_ago,
                 heartbeat_at=utcnow() - heartbeat_ago,
             )
         )
 
 
-async def test_a_live_run_on_this_host_holds_its_job_however_old_its_heartbeat(store: Store):
+async def _set_heartbeat_age(store: Store, worker_id: str, age: timedelta) -> None:
+    """Make a worker look silent for `age` (as if its process had been paused that long)."""
+    async with store.engine.begin() as connection:
+        await connection.execute(
+            workers.update().where(workers.c.id == worker_id).values(heartbeat_at=utcnow() - age)
+        )
+
+
+async def test_a_live_run_holds_its_job(store: Store):
     job = await store.ensure_job("j", create=True)
-    # Alive (this very process), its heartbeat an hour old: a long-blocked loop, say.
-    await _add_worker(store, job, os.getpid(), timedelta(hours=2), timedelta(hours=1))
-    with pytest.raises(JobBusyError):
-        await store.register_worker(job, str(uuid.uuid4()), kind="run")
+    other = await Store.open(store.url)  # a second process, as far as the database can tell
+    try:
+        await other.register_worker(job, str(uuid.uuid4()), kind="run")
+        with pytest.raises(JobBusyError):
+            await store.register_worker(job, str(uuid.uuid4()), kind="run")
+    finally:
+        await other.close()
+    # Its lock released (PostgreSQL) or its registration a stale one: the job is free again.
+
+
+async def test_a_heartbeat_older_than_the_timeout_is_dead_even_when_the_pid_lives(
+    store: Store, caplog
+):
+    job = await store.ensure_job("j", create=True)
+    # This very process, but silent for an hour: stuck in the kernel, say.
+    silent = timedelta(seconds=store.heartbeat_timeout_s + 3600)
+    await _add_worker(store, job, os.getpid(), timedelta(hours=2), silent, process_key())
+    await store.register_worker(job, str(uuid.uuid4()), kind="run")
+    assert "taking over from `run`" in caplog.text
+
+
+async def test_a_pid_reused_by_another_process_is_not_the_registered_one(store: Store):
+    job = await store.ensure_job("j", create=True)
+    # A fresh heartbeat and a live pid (ours), but not the process that registered: another
+    # start time, as after a reboot or in a restarted container where every run is pid 1.
+    where, _, started = (process_key() or "").rpartition("/")
+    await _add_worker(store, job, os.getpid(), process=f"{where}/{int(started) - 100}")
+    await store.register_worker(job, str(uuid.uuid4()), kind="run")
 
 
 async def test_a_dead_run_on_this_host_is_cleared_at_once(store: Store):
@@ -75,11 +113,92 @@ async def test_a_dead_run_on_this_host_is_cleared_at_once(store: Store):
     await store.register_worker(job, str(uuid.uuid4()), kind="run")
 
 
+async def test_a_worker_taken_for_dead_stores_nothing_over_the_newer_result(store: Store):
+    job = await store.ensure_job("j", create=True)
+    await store.add_items(job, [Found(f"/a/{n}.jpg", 10, 1.0) for n in range(3)])
+    await store.register_worker(job, "paused", kind="work")
+    held = await store.claim_batch(job, "paused", 10)
+    assert {i.lease for i in held} == {"paused"}
+    other = await Store.open(store.url)
+    try:
+        await other.register_worker(job, "healthy", kind="work")
+        await _set_heartbeat_age(store, "paused", timedelta(seconds=store.heartbeat_timeout_s + 5))
+        seen = await other.coordinate(job, "healthy")
+        assert (seen.reclaimed, seen.lost) == (3, False)
+        taken = await other.claim_batch(job, "healthy", 10)
+        assert [i.id for i in taken] == [i.id for i in held]
+        await other.record_outcomes([_done(taken[0], "NEW")], job, "healthy")
+
+        # The paused worker wakes up with its answers: none of them lands.
+        await store.record_outcomes([_done(i, "OLD") for i in held], job, "paused")
+        rows = await store.query(
+            "SELECT i.path, i.status, i.lease_owner, r.raw_response FROM items i"
+            " LEFT JOIN recognitions r ON r.item_id = i.id ORDER BY i.path"
+        )
+        assert [tuple(r) for r in rows] == [
+            ("/a/0.jpg", "done", None, "NEW"),
+            ("/a/1.jpg", "running", "healthy", None),
+            ("/a/2.jpg", "running", "healthy", None),
+        ]
+        # Its calls were paid all the same.
+        assert await store.query("SELECT calls FROM jobs") == [(4,)]
+        # It learns at its next heartbeat, and claims nothing under its old token.
+        assert (await store.coordinate(job, "paused")).lost
+        assert await store.claim_batch(job, "paused", 10) == []
+    finally:
+        await other.close()
+
+
+async def test_a_lease_lasts_while_its_worker_beats_and_ends_when_it_stops(store: Store):
+    job = await store.ensure_job("j", create=True)
+    await store.add_items(job, [Found("/a/0.jpg", 10, 1.0)])
+    await store.register_worker(job, "w1", kind="work")
+    await store.claim_batch(job, "w1", 10)
+    await store.coordinate(job, "w1")
+    assert await store.reclaim_orphans(job) == 0
+    # The lease expired (by the database's clock) though the registration is still there.
+    async with store.engine.begin() as connection:
+        await connection.execute(
+            items.update().values(lease_expires_at=utcnow() - timedelta(hours=1))
+        )
+    assert await store.reclaim_orphans(job) == 1
+
+
+async def test_two_runs_registering_at_once_admit_one(postgres_url):
+    stores = [await Store.open(postgres_url) for _ in range(4)]
+    try:
+        job = await stores[0].ensure_job("j", create=True)
+        outcomes = await asyncio.gather(
+            *(s.register_worker(job, str(uuid.uuid4()), kind="run") for s in stores),
+            return_exceptions=True,
+        )
+        assert sum(o == 0 for o in outcomes) == 1, outcomes
+        assert sum(isinstance(o, JobBusyError) for o in outcomes) == 3, outcomes
+    finally:
+        for s in stores:
+            await s.close()
+
+
+async def test_four_processes_bringing_a_fresh_database_up_at_once_all_succeed(postgres_url):
+    opened = await asyncio.gather(*(Store.open(postgres_url) for _ in range(4)))
+    try:
+        assert {await s.schema_revision() for s in opened} == {HEAD_REVISION}
+    finally:
+        for s in opened:
+            await s.close()
+
+
+def _done(item: ClaimedItem, raw: str) -> Outcome:
+    answer = Answer("0", "SUCCESS", 0.01, 200, Recognition("jpg", "normal", (), raw))
+    return Outcome(item.id, ItemStatus.DONE, 1, call=Call(utcnow(), answer, CallResult.DONE))
+
+
 async def test_a_result_the_database_refuses_fails_alone(postgres_url):
     store = await Store.open(postgres_url)
     try:
         job = await store.ensure_job("j", create=True)
         await store.add_items(job, [Found(f"/a/{n}.jpg", 10, 1.0) for n in range(3)])
+        await store.register_worker(job, "w1")
         claimed = await store.claim_batch(job, "w1", 10)
         good = [Outcome(i.id, "skipped", 0, "empty", "zero bytes") for i in claimed[:2]]
         # PostgreSQL refuses an error code longer than its column: a DataError, not transient.
@@ -110,6 +229,7 @@ async def test_an_answer_the_driver_cannot_encode_fails_its_item_alone(db_url):
     try:
         job = await store.ensure_job("j", create=True)
         await store.add_items(job, [Found(f"/a/{n}.jpg", 10, 1.0) for n in range(3)])
+        await store.register_worker(job, "w1")
         claimed = await store.claim_batch(job, "w1", 10)
 
         def done(item_id: int, value: str) -> Outcome:
@@ -151,6 +271,7 @@ async def test_a_scan_batch_queues_new_and_changed_files_and_leaves_the_rest(sto
     first = [Found(f"/a/{n}.jpg", 10, 1.0) for n in range(4)]
     # A path twice in one batch is one item.
     assert await store.add_items(job, [*first, first[0]]) == 4
+    await store.register_worker(job, "w1")
     claimed = {i.path: i for i in await store.claim_batch(job, "w1", 10)}
     outcomes = [Outcome(claimed[f"/a/{n}.jpg"].id, "failed", 3, "4000001", "bad") for n in (0, 1)]
     await store.record_outcomes(outcomes, job, "w1")  # /a/2 and /a/3 stay running
@@ -180,6 +301,7 @@ async def test_status_counts_codes_and_last_activity(store: Store):
     await store.add_items(job, [Found(f"/a/{n}.jpg", 10, 1.0) for n in range(6)])
     await store.add_items(other, [Found("/b/0.jpg", 10, 1.0)])
     (before,) = await store.summaries("j")
+    await store.register_worker(job, "w1")
     claimed = await store.claim_batch(job, "w1", 4)
     await store.record_outcomes(
         [
@@ -201,3 +323,17 @@ async def test_status_counts_codes_and_last_activity(store: Store):
     names = [s.name for s in await store.summaries()]
     assert names == ["j", "other"]
     assert (await store.summaries("other"))[0].counts["pending"] == 1
+
+
+async def test_live_workers_shows_each_with_its_heartbeat_items_and_share(store: Store):
+    job = await store.ensure_job("j", create=True)
+    await store.add_items(job, [Found(f"/a/{n}.jpg", 10, 1.0) for n in range(3)])
+    await store.register_worker(job, "w1", kind="work")
+    await store.claim_batch(job, "w1", 2)
+    await store.coordinate(job, "w1", rate_share=7.5)
+
+    (shown,) = await store.live_workers("j")
+    assert (shown.host, shown.pid, shown.kind) == (socket.gethostname(), os.getpid(), "work")
+    assert (shown.items_held, shown.rate_share) == (2, 7.5)
+    assert 0 <= shown.heartbeat_age_s < 5
+    assert await store.live_workers("no such job") == []

@@ -28,14 +28,21 @@ def test_nothing_live_means_no_rate_no_eta_and_orphans_named():
 
 
 def test_a_live_worker_is_shown_with_pid_host_and_heartbeat():
-    live = summary(pending=14, workers=[LiveWorker("nvr-01", 4121, "work", 1.4)])
+    live = summary(pending=14, workers=[LiveWorker("nvr-01", 4121, "work", 1.4, 3, 7.5)])
 
     text = format_job(live)
 
-    assert "live: `work` pid 4121 on nvr-01, heartbeat 1s ago" in text
+    assert "live: `work` pid 4121 on nvr-01, heartbeat 1s ago, 3 items held, 7.5 requests/s" in text
     assert "ETA 0m02s" in text and live.orphaned == 0
     assert job_json(live)["workers"] == [
-        {"kind": "work", "pid": 4121, "host": "nvr-01", "heartbeat_age_s": 1.4}
+        {
+            "kind": "work",
+            "pid": 4121,
+            "host": "nvr-01",
+            "heartbeat_age_s": 1.4,
+            "items_held": 3,
+            "rate_share_per_s": 7.5,
+        }
     ]
 
 
