@@ -13,6 +13,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -274,10 +275,11 @@ def test_retry_refuses_while_a_run_is_live_on_the_job(env, tmp_path):
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         with sqlite3.connect(tmp_path / "plates.db") as con:
+            now = datetime.now(UTC).replace(tzinfo=None).isoformat(sep=" ")  # a fresh heartbeat
             con.execute(
                 "INSERT INTO workers (id, job_id, host, pid, kind, started_at, heartbeat_at) "
                 "VALUES ('w1', 1, ?, ?, 'run', ?, ?)",
-                (socket.gethostname(), live.pid, STAMP, STAMP),
+                (socket.gethostname(), live.pid, now, now),
             )
 
         refused = platepipe("retry", "--job", JOB, "--done", "--db", url, env=env)

@@ -389,7 +389,9 @@ def test_help_explains_the_emulator_and_hides_the_secret() -> None:
         help_text = result.output.split(f"\n  {option} ", 1)[1].split("\n  -")[0]
         assert f"e.g. {option} " in " ".join(help_text.split()), option
     assert "4000201" in result.output and "one plate at most" in result.output
-    assert "5000503, 5004001, 5004002, 5004003" in " ".join(result.output.split())
+    shown = " ".join(result.output.split())
+    assert "5000503, 5004001, 5004002" in shown
+    assert "drawn only when named: 5004003, 4000005, 4000401" in shown
     assert SECRET_KEY not in result.output
     # The demo key is in the curl example on purpose, but never as the option's default.
     options = result.output.split("Options:")[1]
