@@ -27,7 +27,7 @@ import aiohttp
 from aiohttp import hdrs
 
 from pipeline.config import ApiSettings, Secret, ssl_context
-from pipeline.outcomes import Answer, Plate, Recognition
+from pipeline.records import Answer, Plate, Recognition
 from pipeline.verdicts import Verdict, judge, of_result_code
 
 API_PATH = "/v1.0/appkeys/{app_key}/vehicle-plate"

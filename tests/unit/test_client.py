@@ -18,7 +18,7 @@ from pipeline.client import (
     parse_answer,
 )
 from pipeline.config import ApiSettings, RunSettings, Secret
-from pipeline.outcomes import Plate
+from pipeline.records import Plate
 from pipeline.verdicts import Verdict, judge
 
 SECRET_VALUE = "s3cr3t-KEY-value"
