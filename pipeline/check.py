@@ -16,7 +16,7 @@ from pipeline import db
 from pipeline.client import NhnClient
 from pipeline.config import ApiSettings
 from pipeline.errors import PipelineError
-from pipeline.outcomes import Answer
+from pipeline.records import Answer
 from pipeline.store import Store
 from pipeline.verdicts import Verdict, result_key
 

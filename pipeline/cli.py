@@ -48,6 +48,7 @@ from pipeline.errors import (
     JobNotFoundError,
     PipelineError,
 )
+from pipeline.records import WorkerKind
 from pipeline.report import (
     format_job,
     format_jobs_line,
@@ -482,7 +483,7 @@ def run(job: str, roots: tuple[str, ...], dry_run: bool, **values: Any) -> None:
 
         settings = run_settings(job, roots, values, api=None)
         sys.exit(run_async(plan(settings)))
-    sys.exit(run_async(execute_run(process_settings(job, roots, values), kind="run")))
+    sys.exit(run_async(execute_run(process_settings(job, roots, values), kind=WorkerKind.RUN)))
 
 
 def process_settings(job: str, roots: tuple[str, ...], values: dict[str, Any]) -> RunSettings:
@@ -569,7 +570,7 @@ def _from_config(key: str) -> Any:
     return (click.get_current_context().default_map or {}).get(key)
 
 
-async def execute_run(settings: RunSettings, *, kind: str) -> int:
+async def execute_run(settings: RunSettings, *, kind: WorkerKind) -> int:
     """Open the database, run the job, print the summary; the exit code."""
     from pipeline.report import format_report
     from pipeline.runner import run_job
@@ -656,7 +657,7 @@ def work(job: str, **values: Any) -> None:
     """
     if values["quiet"]:
         logs.quiet()
-    sys.exit(run_async(execute_run(process_settings(job, (), values), kind="work")))
+    sys.exit(run_async(execute_run(process_settings(job, (), values), kind=WorkerKind.WORK)))
 
 
 @cli.command()

@@ -8,7 +8,8 @@ from contextlib import aclosing
 from datetime import datetime
 from typing import Any, TextIO
 
-from pipeline.store import Job, Store
+from pipeline.records import Job
+from pipeline.store import Store
 
 COLUMNS = (
     "job", "path", "value", "conf", "x1", "y1", "x2", "y2", "x3", "y3", "x4", "y4",

@@ -24,7 +24,7 @@ import time
 from collections import deque
 
 from pipeline.config import DEFAULT_MAX_OUTAGE_S
-from pipeline.outcomes import Answer
+from pipeline.records import Answer
 from pipeline.verdicts import Verdict
 
 log = logging.getLogger(__name__)

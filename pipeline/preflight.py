@@ -22,8 +22,9 @@ import queue
 import stat
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TypeVar
+
+from pipeline.records import Checked
 
 MAX_IMAGE_BYTES = 5 * 1024 * 1024
 JPEG_MAGIC = b"\xff\xd8\xff"
@@ -32,15 +33,6 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class Checked:
-    """A file the API would take: its bytes, and the size and mtime they were read at."""
-
-    data: bytes
-    size: int
-    mtime: float
 
 
 # A file's bytes, or why it cannot be sent (reason, message): no call is spent on it.

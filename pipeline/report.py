@@ -6,7 +6,7 @@ from typing import Any
 
 from pipeline.errors import EXIT_FAILED_ITEMS, EXIT_FATAL, EXIT_OK
 from pipeline.progress import format_duration
-from pipeline.store import JobSummary
+from pipeline.records import JobSummary
 
 TOP_ERROR_CODES = 5
 

@@ -27,11 +27,11 @@ from pipeline.client import NhnClient
 from pipeline.config import RunSettings
 from pipeline.errors import EXIT_FAILED_ITEMS, EXIT_FATAL, EXIT_OK, EXIT_STOPPED, JobBusyError
 from pipeline.lease import Lease
-from pipeline.outcomes import CallResult, Outcome
 from pipeline.pacing import Breaker, RateGovernor
 from pipeline.progress import LIVE_REFRESH_S, LineProgress, LiveProgress, Snapshot
+from pipeline.records import CallResult, ClaimedItem, Job, JobSummary, Outcome, WorkerKind, utcnow
 from pipeline.scanner import Filter, ScanStats, scan_into
-from pipeline.store import ClaimedItem, Job, JobSummary, Store, utcnow
+from pipeline.store import Store
 from pipeline.workers import PoolStats, RetryPolicy, WorkerPool
 from pipeline.writer import Writer
 
@@ -121,7 +121,7 @@ class _Run:
     message: str | None = None  # why the run stopped early, as one line for the operator
     peers_at_start: int = 0  # other live workers when this one registered
     live_workers: int = 1  # on the job, this one included, as last seen by the coordinator
-    kind: str = "run"  # run (alone) | work (shares the job)
+    kind: WorkerKind = WorkerKind.RUN
     halting: asyncio.Event = field(default_factory=asyncio.Event)  # fatal here: halt the job
     tally: CallTally = field(default_factory=CallTally)
     lease: Lease | None = None  # set once registered
@@ -148,7 +148,9 @@ class _Run:
         self.wake.set()
 
 
-async def run_job(settings: RunSettings, store: Store, *, kind: str = "run") -> RunReport:
+async def run_job(
+    settings: RunSettings, store: Store, *, kind: WorkerKind = WorkerKind.RUN
+) -> RunReport:
     """Run the job in `settings` to its end (or an early stop) and report what happened.
 
     `kind` "run" works on the job alone; "work" shares it with other `work` processes,
@@ -428,7 +430,7 @@ async def _progress(run: _Run, stats: PoolStats, left_at_start: int) -> None:
             last_calls, last_at = stats.calls, now
             c = run.committed
             job_rate = None
-            if run.kind == "work":
+            if run.kind == WorkerKind.WORK:
                 left = await _job_left(run, left)
                 job_rate = rate * run.live_workers
             else:

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from itertools import islice
 
 from pipeline.capture import PathPattern
-from pipeline.outcomes import Found
 from pipeline.preflight import in_daemon_thread
-from pipeline.store import Job, Store
+from pipeline.records import Found, Job
+from pipeline.store import Store
 
 log = logging.getLogger(__name__)
 

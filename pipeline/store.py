@@ -18,8 +18,7 @@ import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import (
@@ -49,7 +48,21 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from pipeline import db, liveness
 from pipeline.errors import DatabaseError, JobBusyError, JobNotFoundError
-from pipeline.outcomes import CallResult, Found, Outcome
+from pipeline.records import (
+    Added,
+    CallResult,
+    ClaimedItem,
+    Coordination,
+    Found,
+    Job,
+    JobSummary,
+    KnownFile,
+    LiveWorker,
+    Outcome,
+    PendingState,
+    WorkerKind,
+    utcnow,
+)
 from pipeline.schema import STATUSES, attempts, items, jobs, plates, recognitions, workers
 
 log = logging.getLogger(__name__)
@@ -128,10 +141,6 @@ def _retried(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]
     return wrapper
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
-
-
 def _requeue_row(item_id: int, f: Found, now: datetime) -> dict[str, Any]:
     return {
         "item_id": item_id,
@@ -162,15 +171,6 @@ _REQUEUE = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class KnownFile:
-    """What a job recorded of a file when it was last scanned."""
-
-    status: str
-    size: int
-    mtime: float
-
-
 def requeues(known: KnownFile, found: Found) -> bool:
     """A rescan queues a known file again when it changed (size or mtime) since, unless it
     is in flight: one rule for `add_items` and the dry run that predicts it."""
@@ -196,103 +196,6 @@ _RECAPTURE = (
         updated_at=bindparam("now"),
     )
 )
-
-
-@dataclass(frozen=True, slots=True)
-class Added:
-    queued: int  # new, or changed since last seen
-    recaptured: int  # known, and given a camera or capture time by the path pattern
-
-
-@dataclass(frozen=True, slots=True)
-class Job:
-    id: int
-    name: str
-
-
-@dataclass(frozen=True, slots=True)
-class ClaimedItem:
-    id: int
-    path: str
-    size: int
-    mtime: float
-    attempts: int
-    raw_path: bytes | None = None  # the name's bytes, when they are not UTF-8
-    captured_at: datetime | None = None  # None until known: the worker then reads EXIF or mtime
-    lease: str | None = None  # the token it was claimed under: the worker's registration
-
-
-@dataclass(frozen=True, slots=True)
-class Coordination:
-    live: int  # live workers on the job, this one included
-    reclaimed: int  # items of dead workers put back to pending just now
-    halted: str | None  # why the job was halted, if it was
-    lost: bool = False  # this worker had been taken for dead: its registration is gone
-
-
-@dataclass
-class PendingState:
-    pending: int = 0
-    running_mine: int = 0
-    running_others: int = 0
-    next_due: datetime | None = None  # the earliest retry time of a pending item
-
-    @property
-    def left(self) -> int:
-        return self.pending + self.running_mine + self.running_others
-
-
-@dataclass(frozen=True, slots=True)
-class LiveWorker:
-    """A process registered on a job and alive, as `status` shows it."""
-
-    host: str
-    pid: int
-    kind: str  # run | work
-    heartbeat_age_s: float  # by the database's clock
-    items_held: int = 0  # items leased to it now
-    rate_share: float | None = None  # requests/s it keeps to, at its last heartbeat
-
-
-@dataclass(frozen=True, slots=True)
-class JobSummary:
-    name: str
-    counts: dict[str, int]  # status -> items
-    error_codes: dict[str, int]  # error_code -> items (failed and skipped)
-    calls: int  # API calls recorded over the job's life
-    created_at: datetime
-    last_activity: datetime | None
-    calls_per_s: float = 0.0  # over the last RATE_WINDOW_S, across every process of the job
-    halted: str | None = None  # why a fatal answer halted the job, until the next start
-    workers: tuple[LiveWorker, ...] = ()  # the live processes working on it
-
-    @property
-    def total(self) -> int:
-        return sum(self.counts.values())
-
-    @property
-    def live(self) -> bool:
-        return bool(self.workers)
-
-    @property
-    def left(self) -> int:
-        return self.counts["pending"] + self.counts["running"]
-
-    @property
-    def orphaned(self) -> int:
-        """Items left `running` by a process that is gone: pending again at the next start.
-        (With live workers, theirs are in flight; a dead peer's go back within a second.)"""
-        return 0 if self.live else self.counts["running"]
-
-    @property
-    def eta_s(self) -> float | None:
-        """Seconds until the pending items are through, at the recent rate; None when
-        nothing is running (no rate to go by) or the rate is unknown."""
-        if not self.left:
-            return 0.0
-        if not self.live or self.calls_per_s <= 0:
-            return None
-        return self.left / self.calls_per_s
 
 
 async def _touch(connection: AsyncConnection, job: Job, now: datetime, *, calls: int = 0) -> None:
@@ -463,7 +366,9 @@ class Store:
     # -- workers ------------------------------------------------------------------------------
 
     @_retried
-    async def register_worker(self, job: Job, worker_id: str, *, kind: str = "run") -> int:
+    async def register_worker(
+        self, job: Job, worker_id: str, *, kind: WorkerKind = WorkerKind.RUN
+    ) -> int:
         """Record this process as working on `job`, after clearing workers that are dead;
         the number of other live workers.
 
@@ -482,7 +387,11 @@ class Store:
                     )
                 now = await self._clock(connection)
                 live = await self._reap(connection, job, now)
-                blocking = live if kind == "run" else [w for w in live if w.kind == "run"]
+                blocking = (
+                    live
+                    if kind == WorkerKind.RUN
+                    else [w for w in live if w.kind == WorkerKind.RUN]
+                )
                 if blocking:
                     other = blocking[0]
                     age = (now - other.heartbeat_at).total_seconds()

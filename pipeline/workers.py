@@ -19,10 +19,9 @@ from datetime import datetime, timedelta
 from pipeline.capture import exif_taken_at, from_mtime
 from pipeline.client import NhnClient
 from pipeline.lease import Lease
-from pipeline.outcomes import Answer, Call, CallResult, ItemStatus, Outcome
 from pipeline.pacing import Breaker, OutageTooLong, RateGovernor
 from pipeline.preflight import Read, read_checked, sniff_type
-from pipeline.store import ClaimedItem, utcnow
+from pipeline.records import Answer, Call, CallResult, ClaimedItem, ItemStatus, Outcome, utcnow
 from pipeline.verdicts import Verdict, result_key
 
 log = logging.getLogger(__name__)

@@ -15,8 +15,8 @@ import time
 from collections.abc import Callable, Sequence
 
 from pipeline.errors import DatabaseError
-from pipeline.outcomes import CallResult, ItemStatus, Outcome
-from pipeline.store import Job, Store
+from pipeline.records import CallResult, ItemStatus, Job, Outcome
+from pipeline.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from PIL import Image
 from pipeline.client import NhnClient
 from pipeline.config import ApiSettings, Secret
 from pipeline.emulator import start_emulator
-from pipeline.outcomes import Answer
+from pipeline.records import Answer
 from pipeline.verdicts import Verdict
 from tests.support import odd_server
 from tests.support.corpus import make_image

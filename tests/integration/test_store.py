@@ -18,18 +18,21 @@ import pytest
 from pipeline.db import HEAD_REVISION
 from pipeline.errors import JobBusyError
 from pipeline.liveness import process_key
-from pipeline.outcomes import (
+from pipeline.records import (
     Answer,
     Call,
     CallResult,
+    ClaimedItem,
     Found,
     ItemStatus,
+    Job,
     Outcome,
     Plate,
     Recognition,
+    utcnow,
 )
 from pipeline.schema import items, workers
-from pipeline.store import ClaimedItem, Job, Store, utcnow
+from pipeline.store import Store
 from pipeline.writer import Writer
 
 

@@ -9,7 +9,6 @@ import time
 import pytest
 
 from pipeline import pacing
-from pipeline.outcomes import Answer
 from pipeline.pacing import (
     OUTAGE_AFTER_FAILURES,
     Breaker,
@@ -18,6 +17,7 @@ from pipeline.pacing import (
     is_outage,
     is_throttle,
 )
+from pipeline.records import Answer
 from pipeline.verdicts import Verdict
 
 

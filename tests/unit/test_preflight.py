@@ -16,12 +16,12 @@ from pipeline.preflight import (
     JPEG_MAGIC,
     MAX_IMAGE_BYTES,
     PNG_MAGIC,
-    Checked,
     DaemonThreads,
     in_daemon_thread,
     read_checked,
     sniff_type,
 )
+from pipeline.records import Checked
 
 # --- sniff_type -----------------------------------------------------------------------------
 

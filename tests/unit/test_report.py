@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pipeline.outcomes import Answer, Call, CallResult, ItemStatus, Outcome
+from pipeline.records import Answer, Call, CallResult, ItemStatus, JobSummary, LiveWorker, Outcome
 from pipeline.report import check_code, format_job, job_json
 from pipeline.runner import CallTally
-from pipeline.store import JobSummary, LiveWorker
 
 WHEN = datetime(2026, 11, 24, 23, 0, 0)
 

@@ -7,9 +7,9 @@ from datetime import datetime
 
 import pytest
 
+from pipeline.records import JobSummary
 from pipeline.runner import RunReport, _finish_workers, _watch
 from pipeline.scanner import ScanStats
-from pipeline.store import JobSummary
 from pipeline.workers import PoolStats
 
 

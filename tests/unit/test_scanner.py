@@ -10,7 +10,7 @@ import pytest
 
 from pipeline import scanner
 from pipeline.config import DEFAULT_INCLUDE
-from pipeline.outcomes import Found
+from pipeline.records import Found
 from pipeline.scanner import Filter, ScanStats, compile_globs, walk
 
 IMAGES = Filter(DEFAULT_INCLUDE)

@@ -13,10 +13,9 @@ from pathlib import Path
 import pytest
 
 from pipeline import workers
-from pipeline.outcomes import Answer, Plate, Recognition
 from pipeline.pacing import Breaker, RateGovernor
 from pipeline.preflight import JPEG_MAGIC, Read, in_daemon_thread, read_checked
-from pipeline.store import ClaimedItem, utcnow
+from pipeline.records import Answer, ClaimedItem, Plate, Recognition, utcnow
 from pipeline.verdicts import Verdict
 from pipeline.workers import UNKNOWN_CODE_MAX_ATTEMPTS, RetryPolicy, WorkerPool
 
