@@ -9,21 +9,23 @@ import os
 import secrets
 import subprocess
 import sys
-import urllib.request
-import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import pytest
-from sqlalchemy.engine import make_url
+
+from tests.support.cli import environment
+from tests.support.emulator import Emulator, emulator_argv
+from tests.support.emulator import start_emulator as start_emulator_process
+from tests.support.postgres import create_database, drop_database, execute
+
+# Tests import these from here.
+__all__ = ["APP_KEY", "IN_CI", "POSTGRES_URL_ENV", "Emulator", "emulator_argv"]
 
 POSTGRES_URL_ENV = "PLATEPIPE_TEST_POSTGRES_URL"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 APP_KEY = "test-app-key"
-EMULATOR_START_TIMEOUT_S = 20
 
 
 def _postgres_unavailable(reason: str) -> None:
@@ -32,25 +34,13 @@ def _postgres_unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
-async def _postgres_admin(url: str, statement: str) -> None:
-    connection = await asyncpg.connect(_asyncpg_dsn(url), timeout=10)
-    try:
-        await connection.execute(statement)
-    finally:
-        await connection.close()
-
-
-def _asyncpg_dsn(url: str) -> str:
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
 @pytest.fixture(scope="session")
 def postgres_server_url() -> str:
     url = os.environ.get(POSTGRES_URL_ENV)
     if not url:
         _postgres_unavailable(f"{POSTGRES_URL_ENV} is not set")
     try:
-        asyncio.run(_postgres_admin(url, "SELECT 1"))
+        asyncio.run(execute(url, "SELECT 1"))
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
         _postgres_unavailable(f"cannot reach {POSTGRES_URL_ENV}: {exc}")
     return url
@@ -59,14 +49,11 @@ def postgres_server_url() -> str:
 @pytest.fixture
 def postgres_url(postgres_server_url: str) -> Iterator[str]:
     """A new, empty PostgreSQL database for one test, dropped after it."""
-    name = f"platepipe_test_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_postgres_admin(postgres_server_url, f'CREATE DATABASE "{name}"'))
+    name, url = create_database(postgres_server_url, "platepipe_test_")
     try:
-        yield make_url(postgres_server_url).set(database=name).render_as_string(hide_password=False)
+        yield url
     finally:
-        asyncio.run(
-            _postgres_admin(postgres_server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        )
+        drop_database(postgres_server_url, name)
 
 
 @pytest.fixture
@@ -85,58 +72,26 @@ def secret_key() -> str:
     return f"test-secret-{secrets.token_hex(8)}"
 
 
-def emulator_argv(*options: str) -> list[str]:
-    """`platepipe emulator` with these options: by default it answers like the live service,
-    a quarter of images without a plate (4000201)."""
-    return [sys.executable, "-m", "pipeline", "emulator", *options]
-
-
-@dataclass
-class Emulator:
-    url: str
-    process: subprocess.Popen[str]
-
-    def stats(self) -> dict[str, Any]:
-        with urllib.request.urlopen(f"{self.url}/_emulator/stats", timeout=10) as response:
-            return json.load(response)
-
-
 @pytest.fixture
 def start_emulator(secret_key: str) -> Iterator[Callable[..., Emulator]]:
     """Start `platepipe emulator` as a real server process; stopped after the test."""
     started: list[Emulator] = []
 
     def start(*options: str) -> Emulator:
-        process = subprocess.Popen(
-            emulator_argv("--port", "0", "--record", *options),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env={**os.environ, "NHN_OCR_APP_KEY": APP_KEY, "NHN_OCR_SECRET_KEY": secret_key},
-        )
-        line = process.stdout.readline() if process.stdout else ""
-        if "listening on" not in line:
-            process.kill()
-            raise RuntimeError(f"emulator did not start: {line!r} {process.stderr.read()!r}")
-        emulator = Emulator(line.rsplit(" ", 1)[-1].strip(), process)
+        env = {**os.environ, "NHN_OCR_APP_KEY": APP_KEY, "NHN_OCR_SECRET_KEY": secret_key}
+        emulator = start_emulator_process("--record", *options, env=env)
         started.append(emulator)
         return emulator
 
     yield start
     for emulator in started:
-        emulator.process.terminate()
-        try:
-            emulator.process.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            emulator.process.kill()
-            emulator.process.communicate()
+        emulator.stop()
 
 
 @pytest.fixture
 def platepipe_env(secret_key: str) -> dict[str, str]:
     """The environment a user's cron job would give platepipe (endpoint added per test)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NHN_OCR_", "PLATEPIPE_"))}
-    return {**env, "NHN_OCR_APP_KEY": APP_KEY, "NHN_OCR_SECRET_KEY": secret_key}
+    return environment(APP_KEY, secret_key)
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -31,3 +32,10 @@ def start_platepipe(
         text=True,
         cwd=cwd,
     )
+
+
+def environment(app_key: str, secret_key: str, **extra: str) -> dict[str, str]:
+    """The environment a user's cron job would give platepipe: this one's, without any
+    NHN_OCR_ or PLATEPIPE_ setting it may hold, with these keys (and `extra`)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NHN_OCR_", "PLATEPIPE_"))}
+    return {**env, "NHN_OCR_APP_KEY": app_key, "NHN_OCR_SECRET_KEY": secret_key, **extra}

@@ -1,5 +1,6 @@
-"""Pure logic of the emulator: its synthetic answers (pipeline/emulator.py), and the call limit,
-per-second accounting and fault draws behind its chaos options (pipeline/emulator_faults.py)."""
+"""Pure logic of the emulator: its synthetic answers (pipeline/emulator/synthetic.py), and the
+call limit, per-second accounting and fault draws behind its chaos options
+(pipeline/emulator/faults.py and stats.py)."""
 
 from __future__ import annotations
 
@@ -11,13 +12,13 @@ from collections import Counter
 import pytest
 
 from pipeline.emulator import PLATE_SYLLABLES, synthetic_result
-from pipeline.emulator_faults import (
+from pipeline.emulator.faults import (
     FAULT_KINDS,
     FaultInjector,
-    PerSecondCounter,
     SlidingWindowLimiter,
     parse_fault_kinds,
 )
+from pipeline.emulator.stats import PerSecondCounter
 
 PLATE_RE = re.compile(r"^\d{2,3}[가-힣]\d{4}$")
 

@@ -1,7 +1,7 @@
 """Fault injection and a call limit for the emulator, for chaos and rate tests of the pipeline.
 
-The emulator's ``decide()`` asks two questions here, after the credentials are checked (a wrong
-key is never disguised as a fault or a refusal):
+The emulator's ``decide()`` (in ``app``) asks two questions here, after the credentials are
+checked (a wrong key is never disguised as a fault or a refusal):
 
 - ``SlidingWindowLimiter.admit(now)``: is this call within the limit of N calls in the last
   second? A refused call is answered like the real service does when its limit is exceeded:
@@ -29,13 +29,10 @@ Without a choice, every kind but the ``FINAL_FAULT_CODES`` is drawn (``DEFAULT_F
 
 from __future__ import annotations
 
-import itertools
 import random
 from collections import deque
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Iterable
 
-import click
 from aiohttp import web
 
 # Codes that end an image or the whole run whatever comes next: drawn only when named.
@@ -66,8 +63,6 @@ DEFAULT_FAULT_KINDS = tuple(kind for kind in FAULT_KINDS if kind not in FINAL_FA
 DEFAULT_SLOW_SECONDS = 5.0
 RETRY_AFTER_SECONDS = 1
 RATE_WINDOW_SECONDS = 1.0
-# One hour of per-second admission counts: enough to watch a nightly run's rate settle.
-ADMITTED_HISTORY_SECONDS = 3600
 # What a proxy passes on when the upstream dies mid-answer.
 TRUNCATED_JSON_BODY = '{"header": {"isSucc'
 
@@ -135,36 +130,6 @@ class SlidingWindowLimiter:
         return True
 
 
-class PerSecondCounter:
-    """Events per whole second since ``started``, for the last ``history`` seconds."""
-
-    def __init__(self, started: float, history: int = ADMITTED_HISTORY_SECONDS) -> None:
-        self._started = started
-        self._counts: deque[int] = deque(maxlen=history)
-        self._next_second = 0  # the second after the newest entry of _counts
-
-    def add(self, now: float) -> None:
-        second = self._catch_up(now)
-        age = self._next_second - 1 - second  # 0 unless a later second was already opened
-        if age < len(self._counts):
-            self._counts[-1 - age] += 1
-
-    def counts(self, now: float) -> list[int]:
-        """Oldest first; the last entry is the second still running at ``now``."""
-        self._catch_up(now)
-        return list(self._counts)
-
-    def _catch_up(self, now: float) -> int:
-        """Open entries up to the second of ``now`` (idle seconds count 0); return that second."""
-        second = max(0, int(now - self._started))
-        missing = second + 1 - self._next_second
-        if missing > 0:
-            # After a long idle spell only the last ``maxlen`` zeros are kept anyway.
-            self._counts.extend(itertools.repeat(0, min(missing, self._counts.maxlen or missing)))
-            self._next_second = second + 1
-        return second
-
-
 def fault_response(request: web.Request, kind: str) -> web.Response:
     """The answer for a fault that sends no NHN JSON: a gateway page, bad JSON, or nothing."""
     if kind == DROP:
@@ -182,72 +147,3 @@ def fault_response(request: web.Request, kind: str) -> web.Response:
     )
     headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if status == 429 else None
     return web.Response(status=status, text=page, content_type="text/html", headers=headers)
-
-
-def _parse_faults(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[str, ...]:
-    try:
-        return DEFAULT_FAULT_KINDS if value is None else parse_fault_kinds(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
-
-
-def fault_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """The emulator command's options for this module; their names are make_app's arguments."""
-    options = [
-        click.option(
-            "--fault-rate",
-            type=click.FloatRange(0, 1),
-            default=0.0,
-            show_default=True,
-            help="Fraction of calls with good keys that get a fault instead of their answer, "
-            "e.g. --fault-rate 0.25.",
-        ),
-        click.option(
-            "--faults",
-            default=None,
-            show_default="all but the final codes",
-            callback=_parse_faults,
-            help="Comma-separated fault kinds to pick from, e.g. --faults http_502,drop,slow. "
-            "5000001, -1, 4000006, 5000503, 5004001, 5004002: that resultCode with NHN's "
-            "message; final codes, drawn only when named: 5004003, 4000005, 4000401, "
-            "4010002-4010005, 401, 403, 404, 405, 400, 415; http_502, http_503: a gateway "
-            "error page; http_429: with Retry-After: 1; bad_json: cut-off JSON; drop: close "
-            "the connection unanswered; slow: answer after --slow-seconds.",
-        ),
-        click.option(
-            "--seed",
-            type=int,
-            default=None,
-            show_default="random",
-            help="Seed for the fault draws, to replay a sequence, e.g. --seed 7.",
-        ),
-        click.option(
-            "--slow-seconds",
-            type=click.FloatRange(min=0),
-            default=DEFAULT_SLOW_SECONDS,
-            show_default=True,
-            help="How long a 'slow' fault holds its answer, e.g. --slow-seconds 30.",
-        ),
-        click.option(
-            "--rate-limit",
-            type=click.IntRange(min=0),
-            default=0,
-            show_default=True,
-            help="Calls admitted per sliding second; more get resultCode 4000006 "
-            "(API call limit exceeded) or --limit-code, e.g. --rate-limit 40. 0 is no limit.",
-        ),
-        click.option(
-            "--limit-code",
-            type=click.Choice([str(code) for code in LIMIT_CODES]),
-            metavar="CODE",
-            default=str(LIMIT_CODES[0]),
-            show_default=True,
-            callback=lambda ctx, param, value: int(value),
-            help="resultCode for calls past --rate-limit: 4000006 (API_CALL_LIMIT_EXCEEDED) or "
-            "5000503 (API_TEMPORARILY_UNAVAILABLE, NHN's upstream limiting), "
-            "e.g. --limit-code 5000503.",
-        ),
-    ]
-    for option in reversed(options):  # the first listed is the first in --help
-        command = option(command)
-    return command
