@@ -81,8 +81,8 @@ class Stages:
         """Run every stage until the job has nothing left to do or the run stops."""
         with self.stop.on_signals(on_second=self._cancel_calls):
             writer = asyncio.create_task(self.writer.run(), name="writer")
-            await self._start()
             try:
+                await self._start()  # a start that fails half-way is shut down all the same
                 await watch(self.claimer.run(), [writer, *self.side_tasks])
             except BaseException:
                 self.stop.event.set()  # a stage failed: no worker starts another call
@@ -112,8 +112,10 @@ class Stages:
         self.side_tasks.append(asyncio.create_task(stage, name=name))
 
     async def _shutdown(self, writer: asyncio.Task[None]) -> None:
-        """The graceful end; each step needs the one before it. The coordinator keeps the
-        lease alive until the last answer is committed."""
+        """The graceful end, in order, each step needing the one before it: drop unstarted
+        items and give each worker its end; let the calls in flight end; flush the writer;
+        then cancel the side tasks (the coordinator keeps the lease alive until the last
+        answer is committed). Leaving the `Registration` then releases and unregisters."""
         self.queue.close(len(self.workers))  # unstarted items: pending again at release
         await finish_workers(self.workers, writer)  # their calls in flight end
         if not writer.done():
