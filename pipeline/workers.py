@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from pipeline.capture import exif_taken_at, from_mtime
 from pipeline.client import NhnClient
@@ -99,10 +100,8 @@ class RetryPolicy:
 
 @dataclass
 class PoolStats:
-    calls: int = 0
-    retries: int = 0
-    in_flight: int = 0
-    by_code: dict[str, int] = field(default_factory=dict)
+    calls: int = 0  # paid for: the request cap, progress and the summary
+    retries: int = 0  # answers that left their item pending for another attempt
 
 
 def _fatal_line(answer: Answer) -> str:
@@ -127,7 +126,7 @@ class WorkerPool:
     breaker: Breaker
     policy: RetryPolicy
     claimed: asyncio.Queue[ClaimedItem | None]
-    results: asyncio.Queue[Outcome]
+    results: asyncio.Queue[Outcome | None]  # the writer's; None is its closing sentinel
     stop: asyncio.Event
     on_stop: Callable[[str, str | None], None]  # (reason, one-line message) ends the run
     max_requests: int | None = None  # the run's cost cap, in calls
@@ -190,8 +189,9 @@ class WorkerPool:
         must not hold up a stop (its item goes back to pending, unsent)."""
         if not reading.done():
             stopped = asyncio.ensure_future(self.stop.wait())
+            either: set[asyncio.Future[Any]] = {reading, stopped}
             try:
-                await asyncio.wait({reading, stopped}, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 stopped.cancel()
             if not reading.done():
@@ -228,12 +228,8 @@ class WorkerPool:
                 self.on_stop("request cap", None)
                 return release
             self.stats.calls += 1
-            self.stats.in_flight += 1
             started_at = utcnow()
-            try:
-                answer = await self.client.recognize(checked.data, filename, content_type)
-            finally:
-                self.stats.in_flight -= 1
+            answer = await self.client.recognize(checked.data, filename, content_type)
             outage = self.breaker.is_open
             self.breaker.on_answer(answer)
         finally:
@@ -277,7 +273,6 @@ class WorkerPool:
             self._answered = True
         else:
             self.stats.calls -= 1  # nothing reached the API: no call was paid for
-        self.stats.by_code[answer.code] = self.stats.by_code.get(answer.code, 0) + 1
 
     def _stop_if_hopeless(self, answer: Answer) -> None:
         """End the run on an answer that no later call can improve."""

@@ -8,8 +8,9 @@ from datetime import datetime
 import pytest
 
 from pipeline.records import JobSummary
-from pipeline.runner import RunReport, _finish_workers, _watch
+from pipeline.runner import RunReport
 from pipeline.scanner import ScanStats
+from pipeline.stages import finish_workers, watch
 from pipeline.workers import PoolStats
 
 
@@ -29,7 +30,7 @@ async def test_a_failed_scanner_stops_the_claimer_and_raises():
     writer = asyncio.create_task(asyncio.sleep(60))
     scan = asyncio.create_task(scanner())
     with pytest.raises(RuntimeError, match="the scan broke"):
-        await asyncio.wait_for(_watch(claimer(), [writer, scan]), 5)
+        await asyncio.wait_for(watch(claimer(), [writer, scan]), 5)
     assert claimer_cancelled.is_set()
     writer.cancel()
 
@@ -41,7 +42,7 @@ async def test_a_scanner_that_ends_well_lets_the_claimer_finish():
     scan = asyncio.create_task(asyncio.sleep(0.01))
     writer = asyncio.create_task(asyncio.sleep(60))
 
-    await asyncio.wait_for(_watch(claimer(), [writer, scan]), 5)
+    await asyncio.wait_for(watch(claimer(), [writer, scan]), 5)
 
     assert scan.done() and not writer.done()
     writer.cancel()
@@ -60,7 +61,7 @@ async def test_workers_stuck_on_a_dead_writer_are_cancelled():
     workers = [asyncio.create_task(worker()) for _ in range(3)]
     writer_task = asyncio.create_task(writer())
 
-    await asyncio.wait_for(_finish_workers(workers, writer_task), 5)
+    await asyncio.wait_for(finish_workers(workers, writer_task), 5)
 
     assert all(w.cancelled() for w in workers)
 
@@ -73,7 +74,7 @@ async def test_workers_finish_their_calls_while_the_writer_lives():
     workers = [asyncio.create_task(worker()) for _ in range(3)]
     writer_task = asyncio.create_task(asyncio.sleep(60))
 
-    await _finish_workers(workers, writer_task)
+    await finish_workers(workers, writer_task)
 
     assert [w.result() for w in workers] == ["answered"] * 3
     writer_task.cancel()
