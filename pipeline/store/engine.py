@@ -198,7 +198,8 @@ class StoreBase:
         whose processes all run on one machine, that machine's."""
         if not self._postgres:
             return utcnow()
-        return (await connection.execute(select(self._now_sql()))).scalar_one()
+        now: datetime = (await connection.execute(select(self._now_sql()))).scalar_one()
+        return now
 
     def _now_sql(self, plus_s: float = 0.0) -> Any:
         """The database's now (plus `plus_s` seconds) as SQL, in the schema's naive UTC."""
@@ -218,4 +219,4 @@ def check_sqlite_file(url: str) -> None:
 
 
 def has_schema(connection: Any) -> bool:
-    return inspect(connection).has_table("items")
+    return bool(inspect(connection).has_table("items"))

@@ -93,29 +93,13 @@ class JobsMixin(RegistryMixin):
             counts = [
                 (await connection.execute(_status_counts(job_id))).all() for job_id in job_ids
             ]
-            codes = (
-                await connection.execute(
-                    select(items.c.job_id, items.c.error_code, func.count())
-                    .where(
-                        items.c.job_id.in_(job_ids),
-                        items.c.status.in_(("failed", "skipped")),
-                        items.c.error_code.is_not(None),
-                    )
-                    .group_by(items.c.job_id, items.c.error_code)
-                )
-            ).all()
+            codes = (await connection.execute(_error_codes(job_ids))).all()
             live = await self._live_workers(connection, job_ids)
             now = utcnow()
+            since = now - timedelta(seconds=RATE_WINDOW_S)
             recent = {
                 job_id: (calls, first)
-                for job_id, calls, first in (
-                    await connection.execute(
-                        select(items.c.job_id, func.count(), func.min(attempts.c.started_at))
-                        .select_from(attempts.join(items, items.c.id == attempts.c.item_id))
-                        .where(attempts.c.started_at >= now - timedelta(seconds=RATE_WINDOW_S))
-                        .group_by(items.c.job_id)
-                    )
-                ).all()
+                for job_id, calls, first in (await connection.execute(_calls_since(since))).all()
             }
         return [
             _summary(
@@ -170,6 +154,29 @@ def _rate(calls: int, first: datetime | str | None, now: datetime) -> float:
         first = datetime.fromisoformat(first)
     elapsed_s = (now - first).total_seconds()
     return calls / min(max(elapsed_s, 1.0), RATE_WINDOW_S)
+
+
+def _error_codes(job_ids: Sequence[int]) -> Any:
+    """(job, code, items) of the jobs' failed and skipped items."""
+    return (
+        select(items.c.job_id, items.c.error_code, func.count())
+        .where(
+            items.c.job_id.in_(job_ids),
+            items.c.status.in_(("failed", "skipped")),
+            items.c.error_code.is_not(None),
+        )
+        .group_by(items.c.job_id, items.c.error_code)
+    )
+
+
+def _calls_since(since: datetime) -> Any:
+    """(job, calls, first call's start) of the calls started since `since`, per job."""
+    return (
+        select(items.c.job_id, func.count(), func.min(attempts.c.started_at))
+        .select_from(attempts.join(items, items.c.id == attempts.c.item_id))
+        .where(attempts.c.started_at >= since)
+        .group_by(items.c.job_id)
+    )
 
 
 def _status_counts(job_id: int) -> Any:

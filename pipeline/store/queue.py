@@ -123,7 +123,7 @@ class _BulkInsert:
         self.stamp = _bind(DateTime(), dialect)
         self.stamp_seconds = _bind(items.c.captured_at.type, dialect)
 
-    async def execute(self, connection: AsyncConnection, rows: Iterable[tuple]) -> int:
+    async def execute(self, connection: AsyncConnection, rows: Iterable[tuple[Any, ...]]) -> int:
         """Rows inserted (SQLite's driver counts them; asyncpg says -1)."""
         result = await connection.exec_driver_sql(self.sql, [self.reorder(row) for row in rows])
         return result.rowcount
@@ -161,6 +161,21 @@ class QueueMixin(StoreBase):
             return Added(0, 0)
         now = utcnow()
         new = {f.path: f for f in found}  # a path twice in one batch is one item
+        async with self._begin() as connection:
+            known = await self._insert_new_paths(connection, job, new, now)
+            if not known:
+                await touch(connection, job, now)
+                return Added(len(new), 0)  # all new, as in every batch of a first scan
+            added = await self._update_known(connection, job, new, known, now)
+            if added.queued or added.recaptured:
+                await touch(connection, job, now)
+        return added
+
+    async def _insert_new_paths(
+        self, connection: AsyncConnection, job: Job, new: dict[str, Found], now: datetime
+    ) -> list[str]:
+        """Insert the paths the job does not have; those it may have had (all of them on
+        SQLite when any was known: its driver counts the rows, but does not say which)."""
         bulk = self._insert_new_items
         stamp = bulk.stamp(now)
         rows = [
@@ -168,43 +183,45 @@ class QueueMixin(StoreBase):
              f.mtime, stamp, stamp)
             for f in new.values()
         ]  # fmt: skip
-        async with self._begin() as connection:
-            if self._postgres:
-                # asyncpg does not count an executemany's rows: RETURNING names the new ones.
-                inserted = await connection.execute(
-                    self._insert_new.returning(items.c.path),
-                    [dict(zip(_NEW_ITEM_COLUMNS, row, strict=True)) for row in rows],
-                )
-                known = list(new.keys() - set(inserted.scalars()))
-            else:
-                counted = await bulk.execute(connection, rows)
-                known = [] if counted == len(new) else list(new)  # which ones: see below
-            if not known:
-                await touch(connection, job, now)
-                return Added(len(new), 0)  # all new, as in every batch of a first scan
-            known_rows = await connection.execute(self._known_items(job, known))
-            queued, changed, recaptured = len(new), [], []
-            for item_id, path, size, mtime, status, created_at, camera, captured_at in known_rows:
-                if created_at == now:
-                    continue  # inserted just now (SQLite does not say which)
-                queued -= 1
-                f = new[path]
-                if requeues(KnownFile(status, size, mtime), f):
-                    changed.append(_requeue_row(item_id, f, now))
-                elif _recaptures(f, camera, captured_at):
-                    recaptured.append(_requeue_row(item_id, f, now))
-            if recaptured:
-                await connection.execute(_RECAPTURE, recaptured)
-            if changed:
-                await connection.execute(_REQUEUE, changed)
-                # Their old reads describe the old file.
-                ids = [row["item_id"] for row in changed]
-                await connection.execute(delete(plates).where(plates.c.item_id.in_(ids)))
-                await connection.execute(
-                    delete(recognitions).where(recognitions.c.item_id.in_(ids))
-                )
-            if queued or changed or recaptured:
-                await touch(connection, job, now)
+        if self._postgres:
+            # asyncpg does not count an executemany's rows: RETURNING names the new ones.
+            inserted = await connection.execute(
+                self._insert_new.returning(items.c.path),
+                [dict(zip(_NEW_ITEM_COLUMNS, row, strict=True)) for row in rows],
+            )
+            return list(new.keys() - set(inserted.scalars()))
+        counted = await bulk.execute(connection, rows)
+        return [] if counted == len(new) else list(new)
+
+    async def _update_known(
+        self,
+        connection: AsyncConnection,
+        job: Job,
+        new: dict[str, Found],
+        known: list[str],
+        now: datetime,
+    ) -> Added:
+        """Requeue the known items whose file changed, re-date those the pattern tells more
+        of; what the batch queued (new or changed) and re-dated."""
+        known_rows = await connection.execute(self._known_items(job, known))
+        queued, changed, recaptured = len(new), [], []
+        for item_id, path, size, mtime, status, created_at, camera, captured_at in known_rows:
+            if created_at == now:
+                continue  # inserted just now (SQLite does not say which)
+            queued -= 1
+            f = new[path]
+            if requeues(KnownFile(status, size, mtime), f):
+                changed.append(_requeue_row(item_id, f, now))
+            elif _recaptures(f, camera, captured_at):
+                recaptured.append(_requeue_row(item_id, f, now))
+        if recaptured:
+            await connection.execute(_RECAPTURE, recaptured)
+        if changed:
+            await connection.execute(_REQUEUE, changed)
+            # Their old reads describe the old file.
+            ids = [row["item_id"] for row in changed]
+            await connection.execute(delete(plates).where(plates.c.item_id.in_(ids)))
+            await connection.execute(delete(recognitions).where(recognitions.c.item_id.in_(ids)))
         return Added(queued + len(changed), len(recaptured))
 
     def _known_items(self, job: Job, paths: list[str]) -> Any:

@@ -280,7 +280,7 @@ class RegistryMixin(StoreBase):
                 live.setdefault(r.job_id, []).append(worker)
         return live
 
-    async def _refuse_if_worked(self, connection: AsyncConnection, job: Job, now: datetime):
+    async def _refuse_if_worked(self, connection: AsyncConnection, job: Job, now: datetime) -> None:
         """JobBusyError while a run or `work` process is live on the job (the liveness test
         `register_worker` applies): it would send again what is re-queued under it."""
         now = await self._clock(connection)
