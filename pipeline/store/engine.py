@@ -106,7 +106,8 @@ def retried(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
 
 
 async def touch(connection: AsyncConnection, job: Job, now: datetime, *, calls: int = 0) -> None:
-    """The job's last activity (what `status` and `jobs` show) is now; `calls` more made."""
+    """The job's last activity (what `status` and `jobs` show) is now; `calls` more made.
+    Here because the queue, the results and the jobs all bring it forward."""
     values: dict[str, Any] = {"updated_at": now}
     if calls:
         values["calls"] = jobs.c.calls + calls
@@ -132,20 +133,16 @@ class StoreBase:
         *,
         ride_out_s: float,
         heartbeat_timeout_s: float,
-        held: HeldConnection | None = None,
-        writable: asyncio.Event | None = None,
     ) -> None:
         self.engine = engine
         self.url = url
         # 0 for one-shot commands (fail fast, exit 1); a run's store has `--max-db-outage`.
         self.ride_out_s = ride_out_s
         self.heartbeat_timeout_s = heartbeat_timeout_s
-        self._held = held or HeldConnection()  # PostgreSQL: the worker's lock, see registry
+        self._held = HeldConnection()  # PostgreSQL: the worker's lock, see registry
         # Clear while the database refuses writes for a reason a retry can cure.
-        if writable is None:
-            writable = asyncio.Event()
-            writable.set()
-        self.writable = writable
+        self.writable = asyncio.Event()
+        self.writable.set()
         self._postgres = engine.dialect.name == "postgresql"
         self._insert = pg_insert if self._postgres else sqlite_insert
 

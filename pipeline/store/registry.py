@@ -143,7 +143,7 @@ class RegistryMixin(StoreBase):
     async def _reap(
         self, connection: AsyncConnection, job: Job, now: datetime, me: str | None = None
     ) -> list[Any]:
-        """Delete the job's dead workers (`_reclaim` then frees their items); the live ones.
+        """Delete the job's dead workers (`queue.reclaim` then frees their items); the live ones.
         `me`, the caller, is alive whatever its lock says (`_keep_worker_lock` mends that)."""
         rows = (await connection.execute(select(workers).where(workers.c.job_id == job.id))).all()
         locked = await self._worker_locks(connection)
