@@ -48,11 +48,8 @@ async def check_database(url: str) -> Finding:
                 return Finding(True, f"database {shown}: not there yet; the first run creates it")
             return Finding(False, f"database {shown}: absent, and {folder} is not writable")
     try:
-        store = await Store.open(url, migrate=False)
-        try:
+        async with Store.connect(url, migrate=False) as store:
             revision = await store.schema_revision()
-        finally:
-            await store.close()
     except PipelineError as exc:
         return Finding(False, str(exc))
     if revision is None:

@@ -63,15 +63,15 @@ async def run_demo(workdir: str, image_count: int) -> int:
         concurrency=8,
         quiet=True,
     )
-    store = await Store.open(db_url)
     try:
-        report = await run_job(settings, store)
-        click.echo(format_report(report))
-        click.echo(f"\nresults are in {db_url}; a sample query:{SAMPLE_QUERY}")
-        for value, conf, resolution, path in await store.query(SAMPLE_QUERY):
-            click.echo(f"  {value:<10} {conf:.2f}  {resolution:<6}  {Path(path).relative_to(base)}")
+        async with Store.connect(db_url, ride_out_s=settings.max_db_outage_s) as store:
+            report = await run_job(settings, store)
+            click.echo(format_report(report))
+            click.echo(f"\nresults are in {db_url}; a sample query:{SAMPLE_QUERY}")
+            for value, conf, resolution, path in await store.query(SAMPLE_QUERY):
+                shown = Path(path).relative_to(base)
+                click.echo(f"  {value:<10} {conf:.2f}  {resolution:<6}  {shown}")
     finally:
-        await store.close()
         await runner.cleanup()
     click.echo(f'\ntry: sqlite3 {base / "demo.db"} "SELECT count(*) FROM plate_reads"')
     return report.exit_code

@@ -54,11 +54,8 @@ async def dry_run(settings: RunSettings) -> int:
     if url.get_backend_name() == "sqlite" and not os.path.exists(url.database or ""):
         plan = await _plan(None, settings)  # no database yet: everything is new
     else:
-        store = await Store.open(settings.db_url, migrate=False)
-        try:
+        async with Store.connect(settings.db_url, migrate=False) as store:
             plan = await _plan(store, settings)
-        finally:
-            await store.close()
     calls = plan.calls
     if settings.max_requests is not None:
         calls = min(calls, settings.max_requests)

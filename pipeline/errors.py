@@ -7,8 +7,9 @@
     ├── JobBusyError              another live run holds the job (exit 1)
     └── JobNotFoundError          naming a job that does not exist (exit 2)
 
-aiohttp and SQLAlchemy errors are translated into these at the boundary (client.py, store.py), so
-the CLI can print one line and exit with the documented code, never a traceback.
+aiohttp and SQLAlchemy errors are translated into these at the boundary (client.py,
+store/engine.py), so the CLI can print one line and exit with the documented code, never a
+traceback.
 """
 
 from __future__ import annotations

@@ -67,7 +67,8 @@ async def run_job(
     anywhere, through the database: the rate is split between the live ones.
     """
     started = time.monotonic()
-    store.ride_out_s = settings.max_db_outage_s  # connected: from now on, wait out restarts
+    # The caller's store unchanged, or a view of it that rides out restarts (cli.py's Store.open)
+    store = store.riding_out(settings.max_db_outage_s)
     job = await store.ensure_job(settings.job, create=bool(settings.roots))
     assert settings.api is not None, "a run calls the API: its settings are required"
     stop = RunStop()
@@ -88,7 +89,7 @@ async def run_job(
 
 async def scan_job(settings: RunSettings, store: Store) -> ScanStats:
     """`platepipe scan`: enqueue the roots' images into the job (created if new), no calls."""
-    store.ride_out_s = settings.max_db_outage_s
+    store = store.riding_out(settings.max_db_outage_s)  # as in run_job
     job = await store.ensure_job(settings.job, create=True)
     stats = ScanStats()
     keep = Filter(settings.include, settings.exclude)

@@ -515,13 +515,11 @@ def test_store_open_read_only_cannot_write(tmp_path):
     url = seed(tmp_path / "plates.db", done=1)
 
     async def run() -> str:
-        store = await Store.open(url, read_only=True)
-        try:
-            await store.query("DELETE FROM items")
-        except Exception as exc:  # any refusal will do; the row must stay
-            return str(exc)
-        finally:
-            await store.close()
+        async with Store.connect(url, read_only=True) as store:
+            try:
+                await store.query("DELETE FROM items")
+            except Exception as exc:  # any refusal will do; the row must stay
+                return str(exc)
         return ""
 
     assert "readonly" in asyncio.run(run()).replace("-", "").replace(" ", "")

@@ -218,12 +218,14 @@ def environment_read() -> set[str]:
             names.update([envvar] if isinstance(envvar, str) else envvar or [])
     package = ROOT / "pipeline"
     call = re.compile(r"os\.(?:environ\.get|getenv|environ\[|environ\.setdefault)\(?\s*([\w\"']+)")
-    for source in package.glob("*.py"):
+    for source in package.rglob("*.py"):  # subpackages too (pipeline/store/)
+        parts = source.relative_to(ROOT).with_suffix("").parts
+        module = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
         for argument in call.findall(source.read_text(encoding="utf-8")):
             if argument[0] in "\"'":
                 names.add(argument.strip("\"'"))
             else:  # a constant of the module that reads it
-                names.add(getattr(importlib.import_module(f"pipeline.{source.stem}"), argument))
+                names.add(getattr(importlib.import_module(module), argument))
     return names
 
 

@@ -69,13 +69,12 @@ def typed(column: str, value: Any) -> Any:
 
 def select_with_columns(db_url: str, sql: str, **params: Any) -> tuple[list[str], list[tuple]]:
     async def run() -> tuple[list[str], list[tuple]]:
-        store = await Store.open(db_url, migrate=False)
-        try:
-            async with store.engine.connect() as connection:
-                result = await connection.execute(text(sql), params)
-                return list(result.keys()), [tuple(row) for row in result.all()]
-        finally:
-            await store.close()
+        async with (
+            Store.connect(db_url, migrate=False) as store,
+            store.engine.connect() as connection,
+        ):
+            result = await connection.execute(text(sql), params)
+            return list(result.keys()), [tuple(row) for row in result.all()]
 
     return asyncio.run(run())
 

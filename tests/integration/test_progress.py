@@ -55,12 +55,11 @@ def test_warnings_print_above_the_live_panel_and_the_stop_hint_shows(
 
 def execute(url: str, sql: str) -> None:
     async def run() -> None:
-        store = await Store.open(url, migrate=False)
-        try:
-            async with store.engine.begin() as connection:
-                await connection.execute(text(sql))
-        finally:
-            await store.close()
+        async with (
+            Store.connect(url, migrate=False) as store,
+            store.engine.begin() as connection,
+        ):
+            await connection.execute(text(sql))
 
     asyncio.run(run())
 

@@ -5,6 +5,7 @@ start together, and a batch with one result the database refuses."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import subprocess
@@ -39,9 +40,8 @@ from pipeline.writer import Writer
 @pytest.fixture
 async def store(db_url: str) -> AsyncIterator[Store]:
     """A store on each database in turn, closed after the test."""
-    opened = await Store.open(db_url)
-    yield opened
-    await opened.close()
+    async with Store.connect(db_url) as opened:
+        yield opened
 
 
 async def _add_worker(
@@ -78,13 +78,11 @@ async def _set_heartbeat_age(store: Store, worker_id: str, age: timedelta) -> No
 
 async def test_a_live_run_holds_its_job(store: Store):
     job = await store.ensure_job("j", create=True)
-    other = await Store.open(store.url)  # a second process, as far as the database can tell
-    try:
+    # A second process, as far as the database can tell.
+    async with Store.connect(store.url) as other:
         await other.register_worker(job, str(uuid.uuid4()), kind="run")
         with pytest.raises(JobBusyError):
             await store.register_worker(job, str(uuid.uuid4()), kind="run")
-    finally:
-        await other.close()
     # Its lock released (PostgreSQL) or its registration a stale one: the job is free again.
 
 
@@ -122,8 +120,7 @@ async def test_a_worker_taken_for_dead_stores_nothing_over_the_newer_result(stor
     await store.register_worker(job, "paused", kind="work")
     held = await store.claim_batch(job, "paused", 10)
     assert {i.lease for i in held} == {"paused"}
-    other = await Store.open(store.url)
-    try:
+    async with Store.connect(store.url) as other:
         await other.register_worker(job, "healthy", kind="work")
         await _set_heartbeat_age(store, "paused", timedelta(seconds=store.heartbeat_timeout_s + 5))
         seen = await other.coordinate(job, "healthy")
@@ -148,8 +145,6 @@ async def test_a_worker_taken_for_dead_stores_nothing_over_the_newer_result(stor
         # It learns at its next heartbeat, and claims nothing under its old token.
         assert (await store.coordinate(job, "paused")).lost
         assert await store.claim_batch(job, "paused", 10) == []
-    finally:
-        await other.close()
 
 
 async def test_a_lease_lasts_while_its_worker_beats_and_ends_when_it_stops(store: Store):
@@ -168,8 +163,8 @@ async def test_a_lease_lasts_while_its_worker_beats_and_ends_when_it_stops(store
 
 
 async def test_two_runs_registering_at_once_admit_one(postgres_url):
-    stores = [await Store.open(postgres_url) for _ in range(4)]
-    try:
+    async with contextlib.AsyncExitStack() as stack:
+        stores = [await stack.enter_async_context(Store.connect(postgres_url)) for _ in range(4)]
         job = await stores[0].ensure_job("j", create=True)
         outcomes = await asyncio.gather(
             *(s.register_worker(job, str(uuid.uuid4()), kind="run") for s in stores),
@@ -177,18 +172,14 @@ async def test_two_runs_registering_at_once_admit_one(postgres_url):
         )
         assert sum(o == 0 for o in outcomes) == 1, outcomes
         assert sum(isinstance(o, JobBusyError) for o in outcomes) == 3, outcomes
-    finally:
-        for s in stores:
-            await s.close()
 
 
 async def test_four_processes_bringing_a_fresh_database_up_at_once_all_succeed(postgres_url):
-    opened = await asyncio.gather(*(Store.open(postgres_url) for _ in range(4)))
-    try:
+    async with contextlib.AsyncExitStack() as stack:
+        opened = await asyncio.gather(
+            *(stack.enter_async_context(Store.connect(postgres_url)) for _ in range(4))
+        )
         assert {await s.schema_revision() for s in opened} == {HEAD_REVISION}
-    finally:
-        for s in opened:
-            await s.close()
 
 
 def _done(item: ClaimedItem, raw: str) -> Outcome:
@@ -197,8 +188,7 @@ def _done(item: ClaimedItem, raw: str) -> Outcome:
 
 
 async def test_a_result_the_database_refuses_fails_alone(postgres_url):
-    store = await Store.open(postgres_url)
-    try:
+    async with Store.connect(postgres_url) as store:
         job = await store.ensure_job("j", create=True)
         await store.add_items(job, [Found(f"/a/{n}.jpg", 10, 1.0) for n in range(3)])
         await store.register_worker(job, "w1")
@@ -221,15 +211,12 @@ async def test_a_result_the_database_refuses_fails_alone(postgres_url):
             ("/a/2.jpg", "failed", "unstorable"),
         ]
         assert len(committed) == 3
-    finally:
-        await store.close()
 
 
 async def test_an_answer_the_driver_cannot_encode_fails_its_item_alone(db_url):
     """A lone surrogate is no text either database takes: the item ends `failed unstorable`,
     its call stays on record, the rest of the batch is stored, nothing raises."""
-    store = await Store.open(db_url)
-    try:
+    async with Store.connect(db_url) as store:
         job = await store.ensure_job("j", create=True)
         await store.add_items(job, [Found(f"/a/{n}.jpg", 10, 1.0) for n in range(3)])
         await store.register_worker(job, "w1")
@@ -265,8 +252,6 @@ async def test_an_answer_the_driver_cannot_encode_fails_its_item_alone(db_url):
         assert calls == [(3,)]  # the unstorable answer was paid for: it stays on record
         assert await store.query("SELECT calls FROM jobs") == [(3,)]
         assert len(committed) == 3
-    finally:
-        await store.close()
 
 
 async def test_a_scan_batch_queues_new_and_changed_files_and_leaves_the_rest(store: Store):
@@ -340,3 +325,13 @@ async def test_live_workers_shows_each_with_its_heartbeat_items_and_share(store:
     assert (shown.items_held, shown.rate_share) == (2, 7.5)
     assert 0 <= shown.heartbeat_age_s < 5
     assert await store.live_workers("no such job") == []
+
+
+async def test_a_run_rides_out_restarts_on_a_view_never_on_the_callers_store(db_url):
+    async with Store.connect(db_url) as store:
+        view = store.riding_out(5.0)
+        assert (store.ride_out_s, view.ride_out_s) == (0.0, 5.0)
+        assert view.writable is store.writable  # one database, away for both
+        assert view.riding_out(5.0) is view
+    async with Store.connect(db_url, ride_out_s=5.0) as store:
+        assert store.riding_out(5.0) is store

@@ -10,10 +10,7 @@ from pipeline.store import Store
 
 def query(url: str, sql: str, **params: Any) -> list[tuple[Any, ...]]:
     async def run() -> list[tuple[Any, ...]]:
-        store = await Store.open(url, migrate=False)
-        try:
+        async with Store.connect(url, migrate=False) as store:
             return await store.query(sql, **params)
-        finally:
-            await store.close()
 
     return asyncio.run(run())
