@@ -24,7 +24,7 @@ from typing import Any
 
 from pipeline.capture import PathPattern
 from pipeline.client import NhnClient
-from pipeline.config import RunSettings
+from pipeline.config import RunSettings, ScanSettings
 from pipeline.errors import EXIT_FAILED_ITEMS, EXIT_FATAL, EXIT_OK, EXIT_STOPPED, JobBusyError
 from pipeline.lease import Lease
 from pipeline.pacing import Breaker, RateGovernor
@@ -179,7 +179,7 @@ async def run_job(
     )
 
 
-async def scan_job(settings: RunSettings, store: Store) -> ScanStats:
+async def scan_job(settings: ScanSettings, store: Store) -> ScanStats:
     """`platepipe scan`: enqueue the roots' images into the job (created if new), no calls."""
     store.ride_out_s = settings.max_db_outage_s
     job = await store.ensure_job(settings.job, create=True)
