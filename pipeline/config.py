@@ -34,6 +34,8 @@ from pipeline.settings import (
 
 __all__ = ["CONFIG_ENV", "SECRET_KEY_ENV", "SETTINGS"]
 
+# Names for the few defaults other modules need outside a settings object (the table's values).
+DEFAULT_DB_URL: str = default("db")
 DEFAULT_INCLUDE: tuple[str, ...] = default("include")
 DEFAULT_MAX_OUTAGE_S: float = default("max_outage")
 
