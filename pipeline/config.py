@@ -23,16 +23,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from pipeline.errors import ConfigError
-from pipeline.settings import (
-    APP_KEY_ENV,
-    CONFIG_ENV,
-    FILE_SETTINGS,
-    SECRET_KEY_ENV,
-    SETTINGS,
-    default,
-)
-
-__all__ = ["CONFIG_ENV", "SECRET_KEY_ENV", "SETTINGS"]
+from pipeline.settings import APP_KEY_ENV, FILE_SETTINGS, SECRET_KEY_ENV, SETTINGS, default
 
 # Names for the few defaults other modules need outside a settings object (the table's values).
 DEFAULT_DB_URL: str = default("db")
@@ -78,9 +69,8 @@ class ApiSettings:
     secret_key: Secret = field(repr=False)
     timeout_s: float = default("timeout")
     connect_timeout_s: float = default("connect_timeout")
-    ca_bundle: str | None = default(
-        "ca_bundle"
-    )  # PEM file of the CAs to trust instead of the system's
+    # A PEM file of the CAs to trust instead of the system's.
+    ca_bundle: str | None = default("ca_bundle")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -92,9 +82,8 @@ class ScanSettings:
     roots: tuple[str, ...] = ()  # none: continue the job as it is
     include: tuple[str, ...] = default("include")
     exclude: tuple[str, ...] = default("exclude")
-    capture_pattern: str | None = default(
-        "capture_pattern"
-    )  # regex with named groups camera, date, time
+    # A regex with named groups camera, date, time.
+    capture_pattern: str | None = default("capture_pattern")
     min_age_s: float = default("min_age")  # files modified more recently wait a run
     max_db_outage_s: float = default("max_db_outage")  # wait out a database away this long
 
@@ -110,8 +99,8 @@ class CallSettings:
     backoff_cap_s: float = default("backoff_cap")
     max_outage_s: float = default("max_outage")
     deadline: datetime | None = None  # local time at which to stop, items left pending
-    max_duration_s: float | None = None
-    max_requests: int | None = None  # the run's cost cap, in calls
+    max_duration_s: float | None = default("max_duration")
+    max_requests: int | None = default("max_requests")  # the run's cost cap, in calls
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -125,7 +114,7 @@ class RunSettings(JobSettings):
     """What `run` and `work` need: the job, the API, and how to show progress."""
 
     api: ApiSettings
-    quiet: bool = False
+    quiet: bool = default("quiet")
     live_progress: bool = False  # a rich panel (on a terminal) instead of log lines
     progress_every_s: float = default("progress_every")
 
