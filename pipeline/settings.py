@@ -45,13 +45,15 @@ def _run_env(key: str) -> str:
 
 @dataclass(frozen=True)
 class Setting:
+    """One row of the table: a setting, declared once."""
+
     key: str  # the config file's key; `--key-with-dashes` is its option
     kind: type  # its type in a config file: str, int, float, bool or list (of str)
     default: Any  # as a config file writes it; None: not set (command-line flags only)
     help: str
     commands: tuple[str, ...]  # the commands that have its option
     field: str | None = None  # its field in config.py's settings objects
-    unit: str | None = None  # "s": seconds (the field's name ends in _s)
+    unit: str | None = None  # "s" (the field ends in _s), "1/s" (in _per_s), "calls"
     env: str | None = None  # the environment variable that sets it (README lists them)
     click_type: click.ParamType | None = None  # the option's type, when not plain text
     param: str | None = None  # the option's parameter name, when not the key
