@@ -10,13 +10,8 @@ from typing import Any
 
 import pytest
 
-from pipeline.client import (
-    JSON_MAX_DEPTH,
-    MESSAGE_MAX_CHARS,
-    PLATE_VALUE_MAX_CHARS,
-    NhnClient,
-    parse_answer,
-)
+from pipeline.answers import JSON_MAX_DEPTH, MESSAGE_MAX_CHARS, PLATE_VALUE_MAX_CHARS, parse_answer
+from pipeline.client import NhnClient
 from pipeline.config import ApiSettings, RunSettings, Secret
 from pipeline.records import Plate
 from pipeline.verdicts import Verdict, judge
@@ -507,7 +502,7 @@ def test_nesting_within_the_limit_and_brackets_in_strings_are_fine() -> None:
 
 
 def test_parse_answer_is_total_even_past_the_depth_check(monkeypatch) -> None:
-    monkeypatch.setattr("pipeline.client.JSON_MAX_DEPTH", 10**9)
+    monkeypatch.setattr("pipeline.answers.JSON_MAX_DEPTH", 10**9)
 
     answer = parse_answer(200, _nested(200_000).encode(), LATENCY_S)
 
