@@ -1,8 +1,13 @@
-"""Settings: their defaults, the TOML config file, and the secret key that is never printed.
+"""Settings: the frozen objects each part of a run reads, the TOML config file, and the
+secret key that is never printed. The settings themselves are declared once, in settings.py.
 
 Precedence, highest first: command-line flags, environment variables, the config file
-(`--config FILE` or `PLATEPIPE_CONFIG`), then the defaults below. Click does the layering: the
-file becomes its `default_map`, which flags and environment variables override.
+(`--config FILE` or `PLATEPIPE_CONFIG`), then the defaults of the table. Click does the
+layering: the file becomes its `default_map`, which flags and environment variables override.
+
+The objects split by what needs them, so nothing is optional by mode: `scan` gets a
+ScanSettings, a dry run a JobSettings (the scan and the calls it would make, no credentials),
+`run` and `work` a RunSettings (that, the API's ApiSettings and the progress output).
 """
 
 from __future__ import annotations
@@ -11,27 +16,21 @@ import os
 import ssl
 import tomllib
 import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from pipeline.errors import ConfigError
+from pipeline.settings import APP_KEY_ENV, FILE_SETTINGS, SECRET_KEY_ENV, SETTINGS, default
 
-DEFAULT_ENDPOINT = "https://ocr.api.nhncloudservice.com"
-DEFAULT_RATE_PER_S = 10.0
-DEFAULT_CONCURRENCY = 16
-DEFAULT_MAX_ATTEMPTS = 5
-DEFAULT_TIMEOUT_S = 30.0
-DEFAULT_CONNECT_TIMEOUT_S = 10.0
-DEFAULT_BACKOFF_BASE_S = 1.0
-DEFAULT_BACKOFF_CAP_S = 60.0
-DEFAULT_INCLUDE = ("*.jpg", "*.jpeg", "*.png")
-DEFAULT_PROGRESS_EVERY_S = 10.0
-DEFAULT_MAX_OUTAGE_S = 900.0
-DEFAULT_MAX_DB_OUTAGE_S = 300.0
-DEFAULT_DB_URL = "sqlite:///platepipe.db"
+# Names for the few defaults other modules need outside a settings object (the table's values).
+DEFAULT_DB_URL: str = default("db")
+DEFAULT_INCLUDE: tuple[str, ...] = default("include")
+DEFAULT_MAX_OUTAGE_S: float = default("max_outage")
+
+S = TypeVar("S")
 
 
 class Secret:
@@ -58,14 +57,81 @@ class Secret:
     __str__ = __repr__
 
 
+# -- the settings objects (each field's default from the table) ------------------------------
+
+
 @dataclass(frozen=True)
 class ApiSettings:
+    """Where the API is and how to reach it: what `check` and a client need."""
+
     endpoint: str
     app_key: str
     secret_key: Secret = field(repr=False)
-    timeout_s: float = DEFAULT_TIMEOUT_S
-    connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
-    ca_bundle: str | None = None  # PEM file of the CAs to trust instead of the system's
+    timeout_s: float = default("timeout")
+    connect_timeout_s: float = default("connect_timeout")
+    # A PEM file of the CAs to trust instead of the system's.
+    ca_bundle: str | None = default("ca_bundle")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScanSettings:
+    """What `scan` needs: the job, where its images are and which to take."""
+
+    job: str
+    db_url: str
+    roots: tuple[str, ...] = ()  # none: continue the job as it is
+    include: tuple[str, ...] = default("include")
+    exclude: tuple[str, ...] = default("exclude")
+    # A regex with named groups camera, date, time.
+    capture_pattern: str | None = default("capture_pattern")
+    min_age_s: float = default("min_age")  # files modified more recently wait a run
+    max_db_outage_s: float = default("max_db_outage")  # wait out a database away this long
+
+
+@dataclass(frozen=True, kw_only=True)
+class CallSettings:
+    """How calls are paced, retried and capped."""
+
+    rate_per_s: float = default("rate")
+    concurrency: int = default("concurrency")
+    max_attempts: int = default("max_attempts")
+    backoff_base_s: float = default("backoff_base")
+    backoff_cap_s: float = default("backoff_cap")
+    max_outage_s: float = default("max_outage")
+    deadline: datetime | None = None  # local time at which to stop, items left pending
+    max_duration_s: float | None = default("max_duration")
+    max_requests: int | None = default("max_requests")  # the run's cost cap, in calls
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobSettings(ScanSettings, CallSettings):
+    """A job's scan and the calls it would make, without credentials: what a dry run plans.
+    Flat (by inheritance) so the runner reads `settings.rate_per_s` as it always has."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunSettings(JobSettings):
+    """What `run` and `work` need: the job, the API, and how to show progress."""
+
+    api: ApiSettings
+    quiet: bool = default("quiet")
+    live_progress: bool = False  # a rich panel (on a terminal) instead of log lines
+    progress_every_s: float = default("progress_every")
+
+
+def build(kind: type[S], values: dict[str, Any], **given: Any) -> S:
+    """A settings object of `kind` from click's values (keyed by parameter name): each field
+    the table maps an option to, plus `given` (the job, the roots, the API)."""
+    names = {f.name for f in fields(kind)}  # type: ignore[arg-type]
+    taken: dict[str, Any] = {}
+    for setting in SETTINGS.values():
+        if setting.field in names and setting.name in values:
+            value = values[setting.name]
+            taken[setting.field] = tuple(value) if setting.kind is list else value
+    return kind(**{**taken, **given})
+
+
+# -- the API's address, CA bundle and keys ----------------------------------------------------
 
 
 def check_endpoint(endpoint: str) -> str:
@@ -110,79 +176,56 @@ def check_ca_bundle(ca_bundle: str | None) -> str | None:
     return ca_bundle
 
 
-@dataclass(frozen=True)
-class RunSettings:
-    job: str
-    db_url: str
-    api: ApiSettings | None  # None for a dry run, which calls nothing
-    roots: tuple[str, ...] = ()
-    include: tuple[str, ...] = DEFAULT_INCLUDE
-    exclude: tuple[str, ...] = ()
-    rate_per_s: float = DEFAULT_RATE_PER_S
-    concurrency: int = DEFAULT_CONCURRENCY
-    max_attempts: int = DEFAULT_MAX_ATTEMPTS
-    backoff_base_s: float = DEFAULT_BACKOFF_BASE_S
-    backoff_cap_s: float = DEFAULT_BACKOFF_CAP_S
-    progress_every_s: float = DEFAULT_PROGRESS_EVERY_S
-    quiet: bool = False
-    live_progress: bool = False  # a rich panel (on a terminal) instead of log lines
-    deadline: datetime | None = None  # local time at which to stop, items left pending
-    max_duration_s: float | None = None
-    max_requests: int | None = None  # the run's cost cap, in calls
-    max_outage_s: float = DEFAULT_MAX_OUTAGE_S
-    max_db_outage_s: float = DEFAULT_MAX_DB_OUTAGE_S  # wait out a database away this long
-    capture_pattern: str | None = None  # regex with named groups camera, date, time
-    min_age_s: float = 0.0  # files modified more recently are left for the next run
+def api_settings(values: dict[str, Any], secret_key_file: str | None) -> ApiSettings:
+    """The API's address and credentials from click's values and the config's
+    secret_key_file; ConfigError when the keys are missing or cannot be sent, or the endpoint
+    or the CA bundle cannot work. No error shows the secret."""
+    secret = load_secret(secret_key_file)
+    app_key = clean_key(values["app_key"] or "", f"the app key ({APP_KEY_ENV})")
+    if not app_key or not secret:
+        raise ConfigError(f"set {APP_KEY_ENV} and {SECRET_KEY_ENV} to your NHN Cloud credentials")
+    return build(
+        ApiSettings,
+        values,
+        endpoint=check_endpoint(values["endpoint"]),
+        app_key=app_key,
+        secret_key=Secret(secret),
+        ca_bundle=check_ca_bundle(values["ca_bundle"]),
+    )
 
 
-@dataclass(frozen=True)
-class Setting:
-    """One key of the config file, and the default the CLI shows."""
-
-    default: Any
-    kind: type
-    commands: tuple[str, ...]  # the commands (click names) whose option it sets
-    param: str | None = None  # the option's parameter name, when not the key itself
-    env: str | None = None  # the environment variable that sets it, if any (README lists them)
-    path: bool = False  # a file path: relative in a config file means beside that file
+def load_secret(secret_key_file: str | None) -> str:
+    """The secret key: NHN_OCR_SECRET_KEY, else the text of the config's secret_key_file;
+    "" when neither is set."""
+    secret = clean_key(os.environ.get(SECRET_KEY_ENV, ""), SECRET_KEY_ENV)
+    if not secret and secret_key_file:
+        secret = clean_key(read_secret_file(secret_key_file), "secret_key_file")
+    return secret
 
 
-RUN = ("run", "work", "scan", "config")
-API = (*RUN, "check")  # the settings `check` needs to reach the API
-EVERY_DB_COMMAND = (*API, "status", "jobs", "items", "retry", "export", "db upgrade")
+def secret_source(secret_key_file: str | None) -> str:
+    """Where the secret key would come from, for `platepipe config`: "environment", "file",
+    "missing file" or "" (nowhere). Never the key itself."""
+    if os.environ.get(SECRET_KEY_ENV):
+        return "environment"
+    if secret_key_file:
+        return "file" if os.path.lexists(secret_key_file) else "missing file"
+    return ""
 
 
-def _run_env(key: str) -> str:
-    return f"PLATEPIPE_RUN_{key.upper()}"
-
-
-SETTINGS: dict[str, Setting] = {
-    "db": Setting(DEFAULT_DB_URL, str, EVERY_DB_COMMAND, "db_url", env="PLATEPIPE_DB"),
-    "endpoint": Setting(DEFAULT_ENDPOINT, str, API, env="NHN_OCR_ENDPOINT"),
-    "app_key": Setting("", str, API, env="NHN_OCR_APP_KEY"),
-    "secret_key_file": Setting("", str, API, path=True),
-    "timeout": Setting(DEFAULT_TIMEOUT_S, float, API, env=_run_env("timeout")),
-    "connect_timeout": Setting(
-        DEFAULT_CONNECT_TIMEOUT_S, float, RUN, env=_run_env("connect_timeout")
-    ),
-    "ca_bundle": Setting("", str, API, env=_run_env("ca_bundle"), path=True),
-    "rate": Setting(DEFAULT_RATE_PER_S, float, RUN, env=_run_env("rate")),
-    "concurrency": Setting(DEFAULT_CONCURRENCY, int, RUN, env=_run_env("concurrency")),
-    "max_attempts": Setting(DEFAULT_MAX_ATTEMPTS, int, RUN, env=_run_env("max_attempts")),
-    "backoff_base": Setting(DEFAULT_BACKOFF_BASE_S, float, RUN, env=_run_env("backoff_base")),
-    "backoff_cap": Setting(DEFAULT_BACKOFF_CAP_S, float, RUN, env=_run_env("backoff_cap")),
-    "max_outage": Setting(DEFAULT_MAX_OUTAGE_S, float, RUN, env=_run_env("max_outage")),
-    "max_db_outage": Setting(DEFAULT_MAX_DB_OUTAGE_S, float, RUN, env=_run_env("max_db_outage")),
-    "include": Setting(list(DEFAULT_INCLUDE), list, RUN, env=_run_env("include")),
-    "exclude": Setting([], list, RUN, env=_run_env("exclude")),
-    "progress_every": Setting(DEFAULT_PROGRESS_EVERY_S, float, RUN, env=_run_env("progress_every")),
-    "capture_pattern": Setting("", str, RUN, env=_run_env("capture_pattern")),
-    "min_age": Setting(0.0, float, RUN, env=_run_env("min_age")),
-    "log_json": Setting(False, bool, ("",)),  # "": the group's own option
-}
-# Read by the CLI itself, not through a setting.
-CONFIG_ENV = "PLATEPIPE_CONFIG"
-SECRET_KEY_ENV = "NHN_OCR_SECRET_KEY"
+def read_secret_file(path: str) -> str:
+    """The text of the config's secret_key_file. A value that names no file is most likely
+    the key itself, pasted where its file's path belongs: the error never shows it."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        if not os.path.lexists(path):
+            raise ConfigError(
+                "secret_key_file names no file (its value is not shown): it must be the path "
+                "of a file holding the secret key, not the key itself"
+            ) from None
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError(f"cannot read secret_key_file {path}: {reason}") from None
 
 
 def clean_key(value: str, name: str) -> str:
@@ -198,6 +241,9 @@ def clean_key(value: str, name: str) -> str:
     return key
 
 
+# -- the config file --------------------------------------------------------------------------
+
+
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """The settings a TOML file gives, checked: unknown keys and wrong types are errors."""
     try:
@@ -208,9 +254,9 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
     for key, value in values.items():
-        setting = SETTINGS.get(key)
+        setting = FILE_SETTINGS.get(key)
         if setting is None:
-            known = ", ".join(SETTINGS)
+            known = ", ".join(FILE_SETTINGS)
             raise ConfigError(f"config file {path}: unknown setting {key!r} (known: {known})")
         if not _fits(value, setting.kind):
             raise ConfigError(
@@ -253,5 +299,5 @@ def default_map(values: dict[str, Any]) -> dict[str, Any]:
             node = tree
             for part in command.split():
                 node = node.setdefault(part, {})
-            node[setting.param or key] = value
+            node[setting.name] = value
     return tree

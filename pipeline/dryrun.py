@@ -19,7 +19,7 @@ from itertools import islice
 import click
 
 from pipeline.capture import PathPattern
-from pipeline.config import RunSettings
+from pipeline.config import JobSettings
 from pipeline.db import parse_url
 from pipeline.errors import EXIT_OK
 from pipeline.preflight import in_daemon_thread, read_checked
@@ -49,7 +49,7 @@ class Plan:
         return self.to_send - sum(self.skips.values())
 
 
-async def dry_run(settings: RunSettings) -> int:
+async def dry_run(settings: JobSettings) -> int:
     url = parse_url(settings.db_url)
     if url.get_backend_name() == "sqlite" and not os.path.exists(url.database or ""):
         plan = await _plan(None, settings)  # no database yet: everything is new
@@ -77,7 +77,7 @@ async def dry_run(settings: RunSettings) -> int:
     return EXIT_OK
 
 
-async def _plan(store: Store | None, settings: RunSettings) -> Plan:
+async def _plan(store: Store | None, settings: JobSettings) -> Plan:
     plan = Plan()
     stats = ScanStats()
     keep = Filter(settings.include, settings.exclude)

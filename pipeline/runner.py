@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from pipeline.capture import PathPattern
 from pipeline.client import NhnClient
-from pipeline.config import RunSettings
+from pipeline.config import RunSettings, ScanSettings
 from pipeline.coordinator import Registration
 from pipeline.errors import EXIT_FAILED_ITEMS, EXIT_FATAL, EXIT_OK, EXIT_STOPPED
 from pipeline.records import JobSummary, WorkerKind
@@ -70,7 +70,6 @@ async def run_job(
     # The caller's store unchanged, or a view of it that rides out restarts (cli.py's Store.open)
     store = store.riding_out(settings.max_db_outage_s)
     job = await store.ensure_job(settings.job, create=bool(settings.roots))
-    assert settings.api is not None, "a run calls the API: its settings are required"
     stop = RunStop()
     # Leaving the registration releases what this worker holds and unregisters it.
     async with Registration(store, job, kind) as registration:
@@ -87,7 +86,7 @@ async def run_job(
     )
 
 
-async def scan_job(settings: RunSettings, store: Store) -> ScanStats:
+async def scan_job(settings: ScanSettings, store: Store) -> ScanStats:
     """`platepipe scan`: enqueue the roots' images into the job (created if new), no calls."""
     store = store.riding_out(settings.max_db_outage_s)  # as in run_job
     job = await store.ensure_job(settings.job, create=True)

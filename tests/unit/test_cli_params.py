@@ -1,4 +1,4 @@
-"""The CLI's own parameter types: durations and the --deadline clock time."""
+"""The command line's parameter types: durations and the --deadline clock time."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 import click
 import pytest
 
-from pipeline.cli import ClockTime, Duration, PositiveFloat
+from pipeline.paramtypes import ClockTime, Duration, PositiveFloat
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import (
-    SETTINGS,
     Secret,
     check_ca_bundle,
     check_endpoint,
@@ -19,6 +18,7 @@ from pipeline.config import (
     ssl_context,
 )
 from pipeline.errors import ConfigError
+from pipeline.settings import FILE_SETTINGS
 
 DEFAULT_TOML = Path(__file__).resolve().parents[2] / "config" / "default.toml"
 
@@ -103,8 +103,8 @@ def test_default_toml_lists_every_setting_with_its_default() -> None:
     read_config_file(DEFAULT_TOML)  # valid as a config file
     values = tomllib.loads(DEFAULT_TOML.read_text(encoding="utf-8"))  # as written, unresolved
 
-    assert set(values) == set(SETTINGS)
-    for key, setting in SETTINGS.items():
+    assert set(values) == set(FILE_SETTINGS)
+    for key, setting in FILE_SETTINGS.items():
         assert values[key] == setting.default, key
 
 
