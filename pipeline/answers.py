@@ -72,17 +72,19 @@ def parse_answer(
         header = doc.get("header") if isinstance(doc, dict) else None
         if not isinstance(header, dict):
             raise Unusable("no header object")
-        code = _result_code(header.get("resultCode"))
+        result_code = _result_code(header.get("resultCode"))
         message = scrub.line(_string(header.get("resultMessage")), MESSAGE_MAX_CHARS) or ""
-        verdict = of_result_code(code)
+        verdict = of_result_code(result_code)
         if verdict is Verdict.NO_PLATE:
             # A result without a plate: kept as a recognition (whatever `result` it carries
             # besides), so SQL tells a plate-less image from one never sent.
             result = doc.get("result") if isinstance(doc.get("result"), dict) else {}
-            recognition = _parse_result({**result, "values": [], "boxes": []}, body, scrub, code)
-            return Answer(str(code), message, latency_s, http_status, recognition)
+            recognition = _parse_result(
+                {**result, "values": [], "boxes": []}, body, scrub, result_code
+            )
+            return Answer(str(result_code), message, latency_s, http_status, recognition)
         if verdict is not Verdict.DONE:
-            return Answer(str(code), message, latency_s, http_status)
+            return Answer(str(result_code), message, latency_s, http_status)
         recognition = _parse_result(doc.get("result"), body, scrub)
     except (Unusable, ValueError, RecursionError) as exc:
         # ValueError: not JSON (JSONDecodeError, UnicodeDecodeError, an int past 4300 digits).

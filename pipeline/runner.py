@@ -67,8 +67,6 @@ async def run_job(
     anywhere, through the database: the rate is split between the live ones.
     """
     started = time.monotonic()
-    # The caller's store unchanged, or a view of it that rides out restarts (cli.py's Store.open)
-    store = store.riding_out(settings.max_db_outage_s)
     job = await store.ensure_job(settings.job, create=bool(settings.roots))
     stop = RunStop()
     # Leaving the registration releases what this worker holds and unregisters it.
@@ -88,7 +86,6 @@ async def run_job(
 
 async def scan_job(settings: ScanSettings, store: Store) -> ScanStats:
     """`platepipe scan`: enqueue the roots' images into the job (created if new), no calls."""
-    store = store.riding_out(settings.max_db_outage_s)  # as in run_job
     job = await store.ensure_job(settings.job, create=True)
     stats = ScanStats()
     keep = Filter(settings.include, settings.exclude)

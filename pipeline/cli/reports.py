@@ -185,7 +185,7 @@ async def export(store: Store, job: str, fmt: str, output: str | None, bom: bool
     if found is None:
         raise JobNotFoundError(f"no job named {job!r}")
     if output is None or output == "-":
-        stdout = click.get_text_stream("stdout", encoding="utf-8")
+        stdout = click.get_text_stream("stdout", encoding="utf-8")  # type: ignore[operator]
         if bom:
             stdout.write(BOM)
         await export_reads(store, found, fmt, stdout)

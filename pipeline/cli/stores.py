@@ -33,11 +33,8 @@ def with_store(
         @wraps(command)
         def wrapper(db_url: str, **kwargs: Any) -> T:
             async def body() -> T:
-                store = await Store.open(db_url, read_only=read_only, existing=existing)
-                try:
+                async with Store.connect(db_url, read_only=read_only, existing=existing) as store:
                     return await command(store, **kwargs)
-                finally:
-                    await store.close()
 
             return run_async(body())
 
@@ -51,18 +48,16 @@ async def execute_run(settings: RunSettings, *, kind: WorkerKind) -> int:
     from pipeline.report import format_report
     from pipeline.runner import run_job
 
-    store = await Store.open(settings.db_url)
     try:
-        report = await run_job(settings, store, kind=kind)
+        async with Store.connect(settings.db_url, ride_out_s=settings.max_db_outage_s) as store:
+            report = await run_job(settings, store, kind=kind)
     except JobNotFoundError:
-        if kind != "work":
+        if kind != WorkerKind.WORK:
             raise
         raise JobNotFoundError(
             f"no job named {settings.job!r}: `platepipe scan --job {settings.job} ROOT...` "
             "creates it, then `work` processes it"
         ) from None
-    finally:
-        await store.close()
     click.echo(format_report(report))
     if report.fatal:
         logs.error_line(report.fatal)
@@ -73,18 +68,11 @@ async def execute_scan(settings: ScanSettings) -> ScanStats:
     """Open the database and enqueue the roots' images into the job."""
     from pipeline.runner import scan_job
 
-    store = await Store.open(settings.db_url)
-    try:
-        stats = await scan_job(settings, store)
-    finally:
-        await store.close()
-    return stats
+    async with Store.connect(settings.db_url, ride_out_s=settings.max_db_outage_s) as store:
+        return await scan_job(settings, store)
 
 
 async def upgrade_schema(db_url: str) -> tuple[str | None, str | None]:
     """Open the database without migrating it, then migrate it: the revisions before, after."""
-    store = await Store.open(db_url, migrate=False)
-    try:
+    async with Store.connect(db_url, migrate=False) as store:
         return await store.upgrade_schema()
-    finally:
-        await store.close()

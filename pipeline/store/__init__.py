@@ -21,7 +21,6 @@ A store's modes are fixed when it is made: open one with
 
 from __future__ import annotations
 
-import copy
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -58,7 +57,7 @@ class Store(JobsMixin, QueueMixin, ResultsMixin, ReadsMixin):
         `ride_out_s`: how long each statement is retried through a database restart (a run's
         `--max-db-outage`); 0, the default, fails at once (one-shot commands exit 1).
         """
-        store = await cls.open(
+        store = await cls._open(
             url, migrate=migrate, read_only=read_only, existing=existing, ride_out_s=ride_out_s
         )
         try:
@@ -67,7 +66,7 @@ class Store(JobsMixin, QueueMixin, ResultsMixin, ReadsMixin):
             await store.close()
 
     @classmethod
-    async def open(
+    async def _open(
         cls,
         url: str,
         *,
@@ -76,8 +75,8 @@ class Store(JobsMixin, QueueMixin, ResultsMixin, ReadsMixin):
         read_only: bool = False,
         ride_out_s: float = 0.0,
     ) -> Store:
-        """A store the caller must `close()`: prefer `connect`. Kept while pipeline/cli.py
-        still opens stores this way; DatabaseError if unreachable."""
+        """The store `connect` hands out, its schema checked or brought up; DatabaseError if
+        the database is unreachable."""
         existing = existing or read_only
         if existing:
             check_sqlite_file(url)
@@ -96,17 +95,6 @@ class Store(JobsMixin, QueueMixin, ResultsMixin, ReadsMixin):
             await engine.dispose()
             raise
         return store
-
-    def riding_out(self, ride_out_s: float) -> Store:
-        """This store with `ride_out_s` (itself when it has it already): a view on the same
-        engine, `writable` event and worker lock, so that closing either closes both. For a
-        run given a store opened with `Store.open`, which has no `ride_out_s` of its own; a
-        mode is never changed on a store others hold."""
-        if ride_out_s == self.ride_out_s:
-            return self
-        view = copy.copy(self)
-        view.ride_out_s = ride_out_s
-        return view
 
     async def close(self) -> None:
         await self._drop_worker_lock()

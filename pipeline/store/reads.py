@@ -3,7 +3,7 @@ and read-only SQL for the demo and tests. Nothing here writes."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from typing import Any
 
 from sqlalchemy import (
@@ -23,7 +23,7 @@ EXPORT_CHUNK = 1000  # rows fetched at a time while exporting
 
 
 class ReadsMixin(StoreBase):
-    async def reads(self, job: Job) -> AsyncIterator[Any]:
+    async def reads(self, job: Job) -> AsyncGenerator[Any, None]:
         """Every plate read of the job as plate_reads' columns, streamed in item order."""
         statement = (
             select(

@@ -53,8 +53,7 @@ async def scan_and_enqueue(
     from pipeline.scanner import Filter, ScanStats, scan_into
     from pipeline.store import Store
 
-    store = await Store.open(db_url)
-    try:
+    async with Store.connect(db_url) as store:
         job = await store.ensure_job(job_name, create=True)
         stats = ScanStats()
         with profiled(profile):
@@ -62,16 +61,13 @@ async def scan_and_enqueue(
             await scan_into(store, job, [str(root)], Filter(DEFAULT_INCLUDE), stats)
             seconds = time.perf_counter() - started
         return stats.queued, seconds
-    finally:
-        await store.close()
 
 
 async def time_summaries(db_url: str, job_name: str, repeats: int) -> list[float]:
     """Seconds of each `Store.summaries(job)`, the query behind `status`, on one open store."""
     from pipeline.store import Store
 
-    store = await Store.open(db_url)
-    try:
+    async with Store.connect(db_url) as store:
         seconds = []
         for _ in range(repeats):
             started = time.perf_counter()
@@ -79,8 +75,6 @@ async def time_summaries(db_url: str, job_name: str, repeats: int) -> list[float
             seconds.append(time.perf_counter() - started)
         assert summary.total > 0
         return seconds
-    finally:
-        await store.close()
 
 
 def wait_for_first_call(child: Child, emulator: Emulator, calls_before: int) -> float:

@@ -325,13 +325,3 @@ async def test_live_workers_shows_each_with_its_heartbeat_items_and_share(store:
     assert (shown.items_held, shown.rate_share) == (2, 7.5)
     assert 0 <= shown.heartbeat_age_s < 5
     assert await store.live_workers("no such job") == []
-
-
-async def test_a_run_rides_out_restarts_on_a_view_never_on_the_callers_store(db_url):
-    async with Store.connect(db_url) as store:
-        view = store.riding_out(5.0)
-        assert (store.ride_out_s, view.ride_out_s) == (0.0, 5.0)
-        assert view.writable is store.writable  # one database, away for both
-        assert view.riding_out(5.0) is view
-    async with Store.connect(db_url, ride_out_s=5.0) as store:
-        assert store.riding_out(5.0) is store
