@@ -10,11 +10,8 @@ from typing import Any, TextIO
 
 from pipeline.records import Job
 from pipeline.store import Store
+from pipeline.store.reads import READ_COLUMNS as COLUMNS
 
-COLUMNS = (
-    "job", "path", "value", "conf", "x1", "y1", "x2", "y2", "x3", "y3", "x4", "y4",
-    "resolution", "file_type", "recognized_at", "camera", "captured_at",
-)  # fmt: skip
 FORMATS = ("csv", "jsonl")
 BOM = "\ufeff"  # Excel takes a CSV for UTF-8 (Hangul and all) only when it starts with one
 

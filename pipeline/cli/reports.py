@@ -13,6 +13,7 @@ import click
 from pipeline.cli.app import cli, job_option
 from pipeline.cli.stores import with_store
 from pipeline.errors import JobNotFoundError, PipelineError
+from pipeline.export import FORMATS
 from pipeline.report import format_job, format_jobs_line, job_json, plural
 from pipeline.settings import options_for
 from pipeline.store import Store
@@ -154,9 +155,7 @@ async def retry(store: Store, job: str, codes: tuple[str, ...], include_done: bo
 
 @cli.command()
 @job_option
-@click.option(
-    "--format", "fmt", type=click.Choice(["csv", "jsonl"]), required=True, help="Output format."
-)
+@click.option("--format", "fmt", type=click.Choice(FORMATS), required=True, help="Output format.")
 @click.option(
     "-o",
     "--output",

@@ -22,22 +22,27 @@ from pipeline.store.results import BOX_COLUMNS
 EXPORT_CHUNK = 1000  # rows fetched at a time while exporting
 
 
+# plate_reads' columns (the view in migrations/ holds the same), in export's order.
+_READ_COLUMNS = (
+    jobs.c.name.label("job"),
+    items.c.path,
+    plates.c.value,
+    plates.c.conf,
+    *(plates.c[k] for k in BOX_COLUMNS),
+    recognitions.c.resolution,
+    recognitions.c.file_type,
+    recognitions.c.recognized_at,
+    items.c.camera,
+    items.c.captured_at,
+)
+READ_COLUMNS = tuple(column.name for column in _READ_COLUMNS)
+
+
 class ReadsMixin(StoreBase):
     async def reads(self, job: Job) -> AsyncGenerator[Any, None]:
         """Every plate read of the job as plate_reads' columns, streamed in item order."""
         statement = (
-            select(
-                jobs.c.name.label("job"),
-                items.c.path,
-                plates.c.value,
-                plates.c.conf,
-                *(plates.c[k] for k in BOX_COLUMNS),
-                recognitions.c.resolution,
-                recognitions.c.file_type,
-                recognitions.c.recognized_at,
-                items.c.camera,
-                items.c.captured_at,
-            )
+            select(*_READ_COLUMNS)
             .select_from(
                 plates.join(recognitions, recognitions.c.item_id == plates.c.item_id)
                 .join(items, items.c.id == plates.c.item_id)
