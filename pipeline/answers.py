@@ -243,9 +243,6 @@ class Scrubber:
 
     def __init__(self, secret: Secret | None) -> None:
         self._secret = secret or Secret("")
-        # As a JSON text may carry it too: non-ASCII letters as \uXXXX escapes.
-        escaped = json.dumps(self._secret.reveal())[1:-1]
-        self._escaped = Secret(escaped if escaped != self._secret.reveal() else "")
 
     def raw(self, body: bytes) -> str:
         """The body as text, its line breaks kept. It stays the JSON it was, but an escape
@@ -267,4 +264,4 @@ class Scrubber:
         return self.line(text, SNIPPET_CHARS) or ""
 
     def _redact(self, text: str) -> str:
-        return self._escaped.redact(self._secret.redact(text))
+        return self._secret.redact(text)

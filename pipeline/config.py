@@ -12,6 +12,7 @@ ScanSettings, a dry run a JobSettings (the scan and the calls it would make, no 
 
 from __future__ import annotations
 
+import json
 import os
 import ssl
 import tomllib
@@ -36,17 +37,23 @@ S = TypeVar("S")
 class Secret:
     """Holds the NHN secret key; prints as `***` in reprs, f-strings and tracebacks."""
 
-    __slots__ = ("_value",)
+    __slots__ = ("_forms", "_value")
 
     def __init__(self, value: str) -> None:
         self._value = value
+        # As a JSON text may carry it too: non-ASCII letters as \uXXXX escapes.
+        escaped = json.dumps(value)[1:-1]
+        self._forms = tuple(dict.fromkeys(form for form in (value, escaped) if form))
 
     def reveal(self) -> str:
         return self._value
 
     def redact(self, text: str) -> str:
-        """`text` with every occurrence of the secret replaced by `***`."""
-        return text.replace(self._value, "***") if self._value else text
+        """`text` with every occurrence of the secret (as is, or JSON-escaped) replaced by
+        `***`."""
+        for form in self._forms:
+            text = text.replace(form, "***")
+        return text
 
     def __bool__(self) -> bool:
         return bool(self._value)

@@ -14,7 +14,6 @@ import os
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
-from itertools import islice
 
 import click
 
@@ -22,9 +21,9 @@ from pipeline.capture import PathPattern
 from pipeline.config import JobSettings
 from pipeline.db import parse_url
 from pipeline.errors import EXIT_OK
-from pipeline.preflight import in_daemon_thread, read_checked
+from pipeline.preflight import read_checked
 from pipeline.progress import format_duration
-from pipeline.scanner import SCAN_BATCH_FILES, Filter, ScanStats, walk
+from pipeline.scanner import SCAN_BATCH_FILES, Filter, ScanStats, batches, walk
 from pipeline.store import Store, requeues
 
 CHECKS_AT_ONCE = 16  # files read at a time for the pre-flight check, as a run's workers do
@@ -83,7 +82,7 @@ async def _plan(store: Store | None, settings: JobSettings) -> Plan:
     keep = Filter(settings.include, settings.exclude)
     capture = PathPattern.parse(settings.capture_pattern)
     files = walk(settings.roots, keep, stats, capture, settings.min_age_s)
-    while batch := await in_daemon_thread(lambda: list(islice(files, SCAN_BATCH_FILES))):
+    async for batch in batches(files):
         known = await store.known_files(settings.job, [f.path for f in batch]) if store else {}
         to_check = []
         for found in batch:

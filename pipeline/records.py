@@ -6,7 +6,7 @@ so whoever needs a type imports it from here, not from the module that runs SQL.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 
@@ -83,10 +83,12 @@ class Answer:
     # (refused, unknown host, a certificate that does not verify, a connect timeout); True for
     # every answer and for a request that was sent but not answered in time.
     reached: bool = True
+    # What the code means, judged once here: pacing, the breaker, the policy and the log all
+    # read it for every call.
+    verdict: Verdict = field(init=False)
 
-    @property
-    def verdict(self) -> Verdict:
-        return judge(self.code)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "verdict", judge(self.code))
 
 
 @dataclass(frozen=True, slots=True)

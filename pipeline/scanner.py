@@ -14,7 +14,7 @@ import os
 import re
 import stat
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 
@@ -224,6 +224,26 @@ def _shown(path: str) -> str:
     return raw.decode("utf-8", errors="backslashreplace")
 
 
+async def batches(files: Iterator[Found]) -> AsyncIterator[list[Found]]:
+    """`files` in lists of SCAN_BATCH_FILES, walked in a daemon thread one batch ahead: the
+    walk of the next batch (mostly system calls) overlaps whatever the caller does with this
+    one, so neither waits for the other, and at most two batches are in memory."""
+
+    def take() -> list[Found]:
+        return list(islice(files, SCAN_BATCH_FILES))
+
+    walking = asyncio.ensure_future(in_daemon_thread(take))
+    try:
+        while batch := await walking:
+            walking = asyncio.ensure_future(in_daemon_thread(take))
+            yield batch
+    finally:
+        # On an error or a stop the walk's thread, if busy, finishes its batch on its own (it
+        # holds the generator); nobody waits for it, on a hung file system least of all: it is
+        # a daemon thread, so not even the process's exit does.
+        walking.cancel()
+
+
 async def scan_into(
     store: Store,
     job: Job,
@@ -234,27 +254,11 @@ async def scan_into(
     on_batch: Callable[[], None] = lambda: None,
     min_age_s: float = 0.0,
 ) -> None:
-    """Walk `roots` and enqueue what `keep` includes in batches, calling `on_batch` after each.
-
-    The walk of the next batch (a thread, mostly system calls) overlaps the insert of this one
-    (the database's thread), so neither waits for the other: at most two batches in memory.
-    """
-    files = walk(roots, keep, stats, capture, min_age_s)
-
-    def take() -> list[Found]:
-        return list(islice(files, SCAN_BATCH_FILES))
-
-    walking = asyncio.ensure_future(in_daemon_thread(take))
-    try:
-        while batch := await walking:
-            walking = asyncio.ensure_future(in_daemon_thread(take))
-            added = await store.add_found(job, batch)
-            stats.queued += added.queued
-            stats.recaptured += added.recaptured
-            on_batch()
-    finally:
-        # On an error or a stop the walk's thread, if busy, finishes its batch on its own (it
-        # holds the generator); nobody waits for it, on a hung file system least of all: it is
-        # a daemon thread, so not even the process's exit does.
-        walking.cancel()
+    """Walk `roots` and enqueue what `keep` includes in batches (`batches`: the walk of the
+    next overlaps the insert of this one), calling `on_batch` after each."""
+    async for batch in batches(walk(roots, keep, stats, capture, min_age_s)):
+        added = await store.add_found(job, batch)
+        stats.queued += added.queued
+        stats.recaptured += added.recaptured
+        on_batch()
     stats.finished = True

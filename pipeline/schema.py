@@ -36,6 +36,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.types import TypeDecorator
 
+from pipeline.records import ItemStatus
+
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -66,7 +68,7 @@ class Seconds(TypeDecorator):
 # SQLite only auto-increments a column declared exactly INTEGER PRIMARY KEY.
 ItemId = BigInteger().with_variant(Integer(), "sqlite")
 
-STATUSES = ("pending", "running", "done", "failed", "skipped")
+STATUSES = tuple(status.value for status in ItemStatus)
 
 jobs = Table(
     "jobs",

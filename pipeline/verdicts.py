@@ -133,6 +133,12 @@ def of_http_status(status: int) -> Verdict:
     return V.OUTAGE if status >= 500 else V.UNKNOWN
 
 
+def is_refusal(code: str) -> bool:
+    """Nothing listened at the endpoint: fatal when nothing has answered in the run yet (the
+    run decides, after a grace), an outage once the API has answered."""
+    return code == "connection_refused"
+
+
 def result_key(code: str) -> str | None:
     """NHN's key for a result code (`VEHICLE_PLATE_NOT_FOUND`), for messages and README."""
     try:

@@ -23,7 +23,7 @@ from pipeline.lease import Lease
 from pipeline.pacing import Breaker, OutageTooLong, RateGovernor
 from pipeline.preflight import Read, read_checked, sniff_type
 from pipeline.records import Answer, Call, CallResult, ClaimedItem, ItemStatus, Outcome, utcnow
-from pipeline.verdicts import Verdict, result_key
+from pipeline.verdicts import Verdict, is_refusal, result_key
 
 log = logging.getLogger(__name__)
 
@@ -184,34 +184,36 @@ class WorkerPool:
             return None
         return asyncio.ensure_future(read_checked(item.raw_path or item.path))
 
-    async def _unless_stopped(self, reading: asyncio.Future[Read]) -> Read | None:
-        """The read's result, or None if the run stops first: a read stuck on a hung mount
-        must not hold up a stop (its item goes back to pending, unsent)."""
-        if not reading.done():
+    async def _unless_stopped(self, waited: asyncio.Future[Any]) -> bool:
+        """Wait for `waited` or for the run to stop, whichever comes first; True if `waited`
+        is done (else it is cancelled). A read stuck on a hung mount, or a database that stays
+        away, never holds up a stop."""
+        if not waited.done():
             stopped = asyncio.ensure_future(self.stop.wait())
-            either: set[asyncio.Future[Any]] = {reading, stopped}
             try:
-                await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait({waited, stopped}, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 stopped.cancel()
-            if not reading.done():
-                return None
-        return reading.result()
+        if not waited.done():
+            waited.cancel()
+            return False
+        return True
 
     async def _process(self, item: ClaimedItem, reading: asyncio.Future[Read] | None) -> Outcome:
         release = Outcome(item.id, ItemStatus.PENDING, item.attempts)
         if self.stop.is_set() or reading is None:
             return release
-        checked = await self._unless_stopped(reading)
-        if checked is None:
-            return release
+        if not await self._unless_stopped(reading):
+            return release  # its item goes back to pending, unsent
+        checked = reading.result()
         if isinstance(checked, tuple):
             reason, message = checked
             return Outcome(item.id, ItemStatus.SKIPPED, item.attempts, reason, message)
         filename, content_type = sniff_type(checked.data[:8])  # type: ignore[misc]
         # Results that cannot be written would be paid for in vain: no call starts until the
         # database takes writes again (the writer rides it out, or the run stops).
-        if not await self._until(self.writable):
+        back = self.writable
+        if not back.is_set() and not await self._unless_stopped(asyncio.ensure_future(back.wait())):
             return release
         probe = await self.breaker.turn()
         try:
@@ -255,19 +257,6 @@ class WorkerPool:
             outcome = dataclasses.replace(outcome, captured_at=taken_at)
         return outcome
 
-    async def _until(self, event: asyncio.Event) -> bool:
-        """Wait for `event`; False when the run stops first."""
-        if event.is_set():
-            return True
-        waiting = asyncio.ensure_future(event.wait())
-        stopping = asyncio.ensure_future(self.stop.wait())
-        try:
-            await asyncio.wait({waiting, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            waiting.cancel()
-            stopping.cancel()
-        return event.is_set() and not self.stop.is_set()
-
     def _count(self, answer: Answer) -> None:
         if answer.reached:
             self._answered = True
@@ -287,7 +276,7 @@ class WorkerPool:
                     f"the API has refused every call for its call limit for {throttled_s:.0f}s "
                     f"({answer.code}): items stay pending, run again later",
                 )
-        elif answer.code == "connection_refused" and not self._answered:
+        elif is_refusal(answer.code) and not self._answered:
             now = time.monotonic()
             self._refused_since = self._refused_since or now
             if now - self._refused_since > REFUSED_GRACE_S:

@@ -14,6 +14,7 @@ from pipeline.cli.app import cli, job_option
 from pipeline.cli.stores import with_store
 from pipeline.errors import JobNotFoundError, PipelineError
 from pipeline.export import FORMATS
+from pipeline.records import ItemStatus
 from pipeline.report import format_job, format_jobs_line, job_json, plural
 from pipeline.settings import options_for
 from pipeline.store import Store
@@ -75,7 +76,7 @@ async def jobs(store: Store) -> None:
     "--status",
     "statuses",
     multiple=True,
-    type=click.Choice(["pending", "running", "done", "failed", "skipped"]),
+    type=click.Choice([status.value for status in ItemStatus]),
     help="Only items in this status (repeatable).",
 )
 @click.option(
@@ -101,9 +102,7 @@ async def items(
     """
     from pipeline.report import format_item, item_json
 
-    found = await store.find_job(job)
-    if found is None:
-        raise JobNotFoundError(f"no job named {job!r}")
+    found = await store.job(job)
     async for row in store.job_items(found, statuses, codes):
         if as_json:
             click.echo(json.dumps(item_json(row), ensure_ascii=False))
@@ -136,9 +135,7 @@ async def retry(store: Store, job: str, codes: tuple[str, ...], include_done: bo
       platepipe retry --job nightly-2026-11-24 --code unreadable   # after fixing permissions
       platepipe run --job nightly-2026-11-24
     """
-    found = await store.find_job(job)
-    if found is None:
-        raise JobNotFoundError(f"no job named {job!r}")
+    found = await store.job(job)
     count = await store.requeue(found, codes, include_done=include_done)
     click.echo(
         f"{plural(count, 'item')} of {job} pending again; `platepipe run --job {job}` sends them"
@@ -180,9 +177,7 @@ async def export(store: Store, job: str, fmt: str, output: str | None, bom: bool
     """
     from pipeline.export import BOM, export_reads
 
-    found = await store.find_job(job)
-    if found is None:
-        raise JobNotFoundError(f"no job named {job!r}")
+    found = await store.job(job)
     if output is None or output == "-":
         stdout = click.get_text_stream("stdout", encoding="utf-8")  # type: ignore[operator]
         if bom:

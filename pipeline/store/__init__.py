@@ -1,6 +1,6 @@
 """Every SQL statement platepipe runs, behind one `Store`. The items table is the queue.
 
-Workers, the scanner and the CLI call named methods (`add_items`, `claim_batch`,
+Workers, the scanner and the CLI call named methods (`add_found`, `claim_batch`,
 `record_outcomes`, ...) and never see SQL. Errors from the driver become `DatabaseError`s.
 
 One module per concern, each a mixin on `engine.StoreBase` (the engine, its transactions, the
@@ -57,26 +57,6 @@ class Store(JobsMixin, QueueMixin, ResultsMixin, ReadsMixin):
         `ride_out_s`: how long each statement is retried through a database restart (a run's
         `--max-db-outage`); 0, the default, fails at once (one-shot commands exit 1).
         """
-        store = await cls._open(
-            url, migrate=migrate, read_only=read_only, existing=existing, ride_out_s=ride_out_s
-        )
-        try:
-            yield store
-        finally:
-            await store.close()
-
-    @classmethod
-    async def _open(
-        cls,
-        url: str,
-        *,
-        migrate: bool = True,
-        existing: bool = False,
-        read_only: bool = False,
-        ride_out_s: float = 0.0,
-    ) -> Store:
-        """The store `connect` hands out, its schema checked or brought up; DatabaseError if
-        the database is unreachable."""
         existing = existing or read_only
         if existing:
             check_sqlite_file(url)
@@ -94,7 +74,10 @@ class Store(JobsMixin, QueueMixin, ResultsMixin, ReadsMixin):
         except BaseException:
             await engine.dispose()
             raise
-        return store
+        try:
+            yield store
+        finally:
+            await store.close()
 
     async def close(self) -> None:
         await self._drop_worker_lock()

@@ -43,6 +43,13 @@ class JobsMixin(RegistryMixin):
             ).first()
         return Job(row.id, row.name) if row else None
 
+    async def job(self, name: str) -> Job:
+        """The job called `name`; JobNotFoundError (exit 2) when there is none."""
+        found = await self.find_job(name)
+        if found is None:
+            raise JobNotFoundError(f"no job named {name!r}")
+        return found
+
     @retried
     async def ensure_job(self, name: str, *, create: bool) -> Job:
         """The job called `name`; created when `create`, else JobNotFoundError if absent."""
@@ -127,7 +134,7 @@ class JobsMixin(RegistryMixin):
             chosen = or_(chosen, items.c.status == "done")
         now = utcnow()
         async with self._begin() as connection:
-            await self._refuse_if_worked(connection, job, now)
+            await self._refuse_if_worked(connection, job)
             result = await connection.execute(
                 update(items)
                 .where(items.c.job_id == job.id, chosen)

@@ -69,7 +69,7 @@ _REQUEUE = (
 
 def requeues(known: KnownFile, found: Found) -> bool:
     """A rescan queues a known file again when it changed (size or mtime) since, unless it
-    is in flight: one rule for `add_items` and the dry run that predicts it."""
+    is in flight: one rule for `add_found` and the dry run that predicts it."""
     return (known.size != found.size or known.mtime != found.mtime) and known.status != "running"
 
 
@@ -225,7 +225,7 @@ class QueueMixin(StoreBase):
         return Added(queued + len(changed), len(recaptured))
 
     def _known_items(self, job: Job, paths: list[str]) -> Any:
-        """The job's items at `paths`, for add_items to compare with what the scan found."""
+        """The job's items at `paths`, for add_found to compare with what the scan found."""
         columns = (
             items.c.id, items.c.path, items.c.size, items.c.mtime, items.c.status,
             items.c.created_at, items.c.camera, items.c.captured_at,

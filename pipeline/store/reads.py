@@ -86,7 +86,7 @@ class ReadsMixin(StoreBase):
 
     async def known_files(self, job_name: str, paths: Sequence[str]) -> dict[str, KnownFile]:
         """path -> what the job knows of the file, for those of `paths` it has; {} for a
-        fresh database. What `add_items` compares a scan with, read without writing."""
+        fresh database. What `add_found` compares a scan with, read without writing."""
         query = (
             select(items.c.path, items.c.status, items.c.size, items.c.mtime)
             .join(jobs, jobs.c.id == items.c.job_id)

@@ -81,11 +81,8 @@ class RegistryMixin(StoreBase):
                 if blocking:
                     other = blocking[0]
                     age = (now - other.heartbeat_at).total_seconds()
-                    raise JobBusyError(
-                        f"job {job.name!r} is being processed by pid {other.pid} on "
-                        f"{other.host} (`{other.kind}`, heartbeat {age:.0f}s ago); wait for it "
-                        "to end or stop it"
-                    )
+                    advice = "; wait for it to end or stop it"
+                    raise _busy(job, other.pid, other.host, other.kind, age, advice)
                 await connection.execute(
                     insert(workers).values(
                         id=worker_id,
@@ -280,20 +277,21 @@ class RegistryMixin(StoreBase):
                 live.setdefault(r.job_id, []).append(worker)
         return live
 
-    async def _refuse_if_worked(self, connection: AsyncConnection, job: Job, now: datetime) -> None:
+    async def _refuse_if_worked(self, connection: AsyncConnection, job: Job) -> None:
         """JobBusyError while a run or `work` process is live on the job (the liveness test
         `register_worker` applies): it would send again what is re-queued under it."""
-        now = await self._clock(connection)
-        rows = (await connection.execute(select(workers).where(workers.c.job_id == job.id))).all()
-        locked = await self._worker_locks(connection)
-        live = [r for r in rows if not self._is_dead(r, now, locked)]
+        live = (await self._live_workers(connection, [job.id])).get(job.id)
         if live:
             other = live[0]
-            age = (now - other.heartbeat_at).total_seconds()
-            raise JobBusyError(
-                f"job {job.name!r} is being processed by pid {other.pid} on {other.host} "
-                f"(`{other.kind}`, heartbeat {age:.0f}s ago): retry when it has ended"
-            )
+            raise _busy(job, other.pid, other.host, other.kind, other.heartbeat_age_s,
+                        ": retry when it has ended")  # fmt: skip
+
+
+def _busy(job: Job, pid: int, host: str, kind: str, age_s: float, advice: str) -> JobBusyError:
+    return JobBusyError(
+        f"job {job.name!r} is being processed by pid {pid} on {host} "
+        f"(`{kind}`, heartbeat {age_s:.0f}s ago){advice}"
+    )
 
 
 def _worker_lock_id(worker_id: str) -> int:

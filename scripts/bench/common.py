@@ -7,6 +7,7 @@ tests/support, the same helpers the test fixtures use.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -18,11 +19,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import asyncpg  # type: ignore[import-untyped]
+
 from scripts.bench.files import Tree, make_tree
 from scripts.bench.probes import BenchError, Child, Finished, Phase, Run, db_counts, profile_summary
 from tests.support.cli import environment
 from tests.support.emulator import Emulator, start_emulator
-from tests.support.postgres import create_database, drop_database
+from tests.support.postgres import create_database, drop_database, execute
 
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
@@ -136,6 +139,15 @@ class Bench:
             name = f"{'images' if distinct else 'tree'}-{count}"
             self._trees[key] = make_tree(self.path(name), count, distinct=distinct)
         return self._trees[key]
+
+    def postgres_reachable(self, measurement: str) -> bool:
+        """Whether the PostgreSQL server answers; if not, the measurement says it skips."""
+        try:
+            asyncio.run(execute(self.postgres_url, "SELECT 1"))
+        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            print(f"[{measurement}] SKIP: cannot reach {self.postgres_url}: {exc}", flush=True)
+            return False
+        return True
 
     def postgres_database(self) -> str:
         """A new, empty PostgreSQL database on the server; dropped by `close`."""

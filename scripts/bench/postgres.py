@@ -3,12 +3,7 @@ emulator, within one run; the figure is their ratio."""
 
 from __future__ import annotations
 
-import asyncio
-
-import asyncpg  # type: ignore[import-untyped]
-
 from scripts.bench.common import TARGETS, UNPACED_RATE_PER_S, Bench
-from tests.support.postgres import execute
 
 NAME = "postgres"
 SIZES = ("images",)
@@ -16,10 +11,7 @@ SIZES = ("images",)
 
 def measure(bench: Bench) -> None:
     sizes, m = bench.sizes, NAME
-    try:
-        asyncio.run(execute(bench.postgres_url, "SELECT 1"))
-    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-        print(f"[{m}] SKIP: cannot reach {bench.postgres_url}: {exc}", flush=True)
+    if not bench.postgres_reachable(m):
         return
     pg_url = bench.postgres_database()
 

@@ -7,16 +7,12 @@ at least 3x the images/s of one.
 
 from __future__ import annotations
 
-import asyncio
 import time
-
-import asyncpg  # type: ignore[import-untyped]
 
 from scripts.bench.common import TARGETS, Bench
 from scripts.bench.files import Tree
 from scripts.bench.probes import BenchError
 from tests.support.emulator import Emulator
-from tests.support.postgres import execute
 
 NAME = "workers"
 SIZES = ("worker_images", "worker_latency_s", "worker_concurrency")
@@ -26,10 +22,7 @@ WORKER_TIMEOUT_S = 1800
 
 def measure(bench: Bench) -> None:
     sizes, m = bench.sizes, NAME
-    try:
-        asyncio.run(execute(bench.postgres_url, "SELECT 1"))
-    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-        print(f"[{m}] SKIP: cannot reach {bench.postgres_url}: {exc}", flush=True)
+    if not bench.postgres_reachable(m):
         return
     tree = bench.tree(sizes.worker_images, distinct=True)
     emulator = bench.emulator(latency=f"{sizes.worker_latency_s:g}")

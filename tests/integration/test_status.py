@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,13 @@ def slow_images(root: Path, n: int = 30) -> None:
         make_image(root / f"s{k:02d}.jpg", 64, 48, "JPEG", seed=k)
 
 
+def start_slow_run(root: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+    """A `run` of job J over 30 images at 4 calls/s, one at a time: long enough to watch."""
+    slow_images(root)
+    return start_platepipe("run", "--job", "J", str(root), "--rate", "4", "--concurrency", "1",
+                           env=env)  # fmt: skip
+
+
 def wait_until_working(env: dict[str, str], job: str, process) -> dict[str, Any]:
     while True:  # each status call takes a while by itself: no sleep needed
         assert process.poll() is None, "the run ended before status saw it working"
@@ -40,13 +48,8 @@ def wait_until_working(env: dict[str, str], job: str, process) -> dict[str, Any]
 def test_status_names_the_live_run_then_the_items_a_killed_run_left(
     tmp_path, db_url, start_emulator, platepipe_env
 ):
-    slow_images(tmp_path / "archive")
-    emulator = start_emulator()
-    env = {**platepipe_env, "NHN_OCR_ENDPOINT": emulator.url, "PLATEPIPE_DB": db_url}
-    run = start_platepipe(
-        "run", "--job", "J", str(tmp_path / "archive"), "--rate", "4", "--concurrency", "1",
-        env=env,
-    )  # fmt: skip
+    env = {**platepipe_env, "NHN_OCR_ENDPOINT": start_emulator().url, "PLATEPIPE_DB": db_url}
+    run = start_slow_run(tmp_path / "archive", env)
     try:
         during = wait_until_working(env, "J", run)
         text = platepipe("status", "--job", "J", env=env).stdout
@@ -79,13 +82,8 @@ def test_status_names_the_live_run_then_the_items_a_killed_run_left(
 def test_status_after_ctrl_c_shows_no_rate_nor_eta(
     tmp_path, sqlite_url, start_emulator, platepipe_env
 ):
-    slow_images(tmp_path / "archive")
-    emulator = start_emulator()
-    env = {**platepipe_env, "NHN_OCR_ENDPOINT": emulator.url, "PLATEPIPE_DB": sqlite_url}
-    run = start_platepipe(
-        "run", "--job", "J", str(tmp_path / "archive"), "--rate", "4", "--concurrency", "1",
-        env=env,
-    )  # fmt: skip
+    env = {**platepipe_env, "NHN_OCR_ENDPOINT": start_emulator().url, "PLATEPIPE_DB": sqlite_url}
+    run = start_slow_run(tmp_path / "archive", env)
     try:
         wait_until_working(env, "J", run)
     finally:

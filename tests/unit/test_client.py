@@ -15,21 +15,12 @@ from pipeline.client import NhnClient
 from pipeline.config import ApiSettings, RunSettings, Secret
 from pipeline.records import Plate
 from pipeline.verdicts import Verdict, judge
+from tests.support.odd_server import GUIDE_BOX
 
 SECRET_VALUE = "s3cr3t-KEY-value"
 LATENCY_S = 0.25
 
 # The success body from NHN's API guide, as the API sends it (UTF-8, Korean plate text).
-GUIDE_BOX = {
-    "x1": 340,
-    "y1": 3231,
-    "x2": 523,
-    "y2": 3231,
-    "x3": 523,
-    "y3": 3297,
-    "x4": 340,
-    "y4": 3297,
-}
 GUIDE_BOX_TUPLE = (340, 3231, 523, 3231, 523, 3297, 340, 3297)
 OTHER_BOX = {"x1": 1, "y1": 2, "x2": 3, "y2": 4, "x3": 5, "y3": 6, "x4": 7, "y4": 8}
 OTHER_BOX_TUPLE = (1, 2, 3, 4, 5, 6, 7, 8)
