@@ -29,6 +29,7 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 # "database is locked". Waiting for it is bounded only by the slowest single statement.
 SQLITE_POOL_TIMEOUT_S = 600
 POSTGRES_POOL_SIZE = 5
+IDLE_IN_TRANSACTION_MS = 20_000  # our transactions never wait on anything but the database
 WRITE_OPTION = "platepipe_writes"  # execution option: this transaction will write
 
 _DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
@@ -110,7 +111,12 @@ def create_engine(url: str, *, read_only: bool = False) -> AsyncEngine:
         event.listen(engine.sync_engine, "connect", pragmas)
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
         return engine
-    connect_args = {"server_settings": {"default_transaction_read_only": "on"}} if read_only else {}
+    # A process paused inside a transaction (SIGSTOP, a VM freeze) would hold its row locks
+    # for good and stall every peer that takes its items over: the server ends such a session.
+    settings = {"idle_in_transaction_session_timeout": str(IDLE_IN_TRANSACTION_MS)}
+    if read_only:
+        settings["default_transaction_read_only"] = "on"
+    connect_args = {"server_settings": settings}
     return create_async_engine(
         parsed, pool_size=POSTGRES_POOL_SIZE, pool_pre_ping=True, connect_args=connect_args
     )
