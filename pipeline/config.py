@@ -23,8 +23,17 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+import click
+
 from pipeline.errors import ConfigError
-from pipeline.settings import APP_KEY_ENV, FILE_SETTINGS, SECRET_KEY_ENV, SETTINGS, default
+from pipeline.settings import (
+    APP_KEY_ENV,
+    FILE_SETTINGS,
+    SECRET_KEY_ENV,
+    SETTINGS,
+    Setting,
+    default,
+)
 
 # Names for the few defaults other modules need outside a settings object (the table's values).
 DEFAULT_DB_URL: str = default("db")
@@ -100,7 +109,11 @@ class CallSettings:
     """How calls are paced, retried and capped."""
 
     rate_per_s: float = default("rate")
-    concurrency: int = default("concurrency")
+    concurrency: int | None = default("concurrency")  # None: auto, sized to the rate
+    max_concurrency: int = default("max_concurrency")
+    dedupe: bool = default("dedupe")  # a content recognized already is a copy, no call
+    fit: bool = default("fit")  # pictures over 5 MB re-encoded to fit, not skipped
+    daily_budget: int = default("daily_budget")  # calls per local day, database-wide; 0: none
     max_attempts: int = default("max_attempts")
     backoff_base_s: float = default("backoff_base")
     backoff_cap_s: float = default("backoff_cap")
@@ -265,9 +278,9 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         if setting is None:
             known = ", ".join(FILE_SETTINGS)
             raise ConfigError(f"config file {path}: unknown setting {key!r} (known: {known})")
-        if not _fits(value, setting.kind):
+        if not _fits(value, setting):
             raise ConfigError(
-                f"config file {path}: {key} should be a {setting.kind.__name__}, not {value!r}"
+                f"config file {path}: {key} should be a {_kind_name(setting)}, not {value!r}"
             )
     return _beside(values, Path(path).resolve().parent)
 
@@ -287,7 +300,20 @@ def _beside(values: dict[str, Any], folder: Path) -> dict[str, Any]:
     return resolved
 
 
-def _fits(value: Any, kind: type) -> bool:
+def _kind_name(setting: Setting) -> str:
+    if setting.kind is object and setting.click_type is not None:
+        return setting.click_type.name
+    return setting.kind.__name__
+
+
+def _fits(value: Any, setting: Setting) -> bool:
+    kind = setting.kind
+    if kind is object and setting.click_type is not None:
+        try:
+            setting.click_type.convert(value, None, None)
+        except click.BadParameter:
+            return False
+        return True
     if kind is float:
         return isinstance(value, int | float) and not isinstance(value, bool)
     if kind is list:

@@ -73,6 +73,22 @@ class ClockTime(click.ParamType):
         return at if at > now else at + timedelta(days=1)
 
 
+class Concurrency(click.ParamType):
+    """`auto` (None: the pool sizes itself to the rate) or a whole number above zero."""
+
+    name = "auto|N"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> int | None:
+        if value is None or (isinstance(value, int) and not isinstance(value, bool) and value > 0):
+            return value
+        text = str(value).strip().lower()
+        if text == "auto":
+            return None
+        if text.isdigit() and int(text) > 0:
+            return int(text)
+        self.fail(f"{value!r} is neither auto nor a whole number above zero", param, ctx)
+
+
 def positive(kind: type) -> click.ParamType:
     return click.IntRange(min=1) if kind is int else PositiveFloat()
 

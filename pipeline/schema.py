@@ -99,6 +99,8 @@ workers = Table(
     Column("started_at", DateTime, nullable=False),
     Column("heartbeat_at", DateTime, nullable=False),
     Column("rate_share", Float),  # requests/s it keeps to, at its last heartbeat
+    Column("concurrency", Integer),  # its calls in flight, at its last heartbeat
+    Column("latency_ms", Float),  # the API's latency it measures, at its last heartbeat
     Index(None, "job_id"),
 )
 
@@ -127,6 +129,11 @@ items = Table(
     Column("lease_expires_at", DateTime),
     Column("created_at", DateTime, nullable=False),
     Column("updated_at", DateTime, nullable=False),
+    # The file's content as last read (SHA-256, hex), and the item whose call paid for this
+    # one's result when its content had been recognized already (NULL: it paid itself). Not a
+    # foreign key: the payer may be in another job, deleted since; the copy keeps its reads.
+    Column("sha256", String(64)),
+    Column("copy_of", ItemId),
     UniqueConstraint("job_id", "path"),
     CheckConstraint(f"status IN ({', '.join(repr(s) for s in STATUSES)})", name="status"),
     # Covers the claim (job, status, in id order) and `status`'s counts.
@@ -149,6 +156,14 @@ recognitions = Table(
     # NHN's resultCode: 0, or 4000201 / 5004003 for a picture recognized without a plate.
     Column("result_code", Integer, nullable=False, server_default="0"),
     Column("recognized_at", Seconds, nullable=False),
+    # The content recognized (SHA-256, hex): what a copy of it anywhere is found by.
+    Column("sha256", String(64)),
+    # What was sent instead of a picture over the API's 5 MB: its bytes, the scale of its
+    # sides (1.0: re-encoded only) and its JPEG quality. NULL: the file was sent as it is.
+    Column("fit_bytes", Integer),
+    Column("fit_scale", Float),
+    Column("fit_quality", Integer),
+    Index(None, "sha256"),
 )
 
 plates = Table(
@@ -165,6 +180,31 @@ plates = Table(
     Column("conf", Float),
     *(Column(f"{axis}{n}", Integer) for n in range(1, 5) for axis in "xy"),
     PrimaryKeyConstraint("item_id", "idx"),
+)
+
+# Calls, copies and fits per local calendar day (YYYY-MM-DD) and job: `platepipe usage`, and
+# what `--daily-budget` counts against.
+usage = Table(
+    "usage",
+    metadata,
+    Column("day", String(10), nullable=False),
+    Column("job_id", Integer, ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    Column("calls", BigInteger, nullable=False, server_default="0"),
+    Column("copies", BigInteger, nullable=False, server_default="0"),
+    Column("fits", BigInteger, nullable=False, server_default="0"),
+    PrimaryKeyConstraint("day", "job_id"),
+)
+
+# Calls a live worker has started under `--daily-budget` and not yet counted in `usage`:
+# the day's spend is usage + holds, so workers in flight never overspend it together. A
+# worker's holds go with its registration (a dead worker's are dropped when it is reaped).
+budget_holds = Table(
+    "budget_holds",
+    metadata,
+    Column("worker_id", String(36), ForeignKey("workers.id", ondelete="CASCADE"), nullable=False),
+    Column("day", String(10), nullable=False),
+    Column("held", Integer, nullable=False, server_default="0"),
+    PrimaryKeyConstraint("worker_id", "day"),
 )
 
 # Every API call, so "why did this fail?" is one query:

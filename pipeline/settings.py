@@ -20,7 +20,7 @@ from typing import Any
 
 import click
 
-from pipeline.paramtypes import ClockTime, Duration, check_pattern, positive
+from pipeline.paramtypes import ClockTime, Concurrency, Duration, check_pattern, positive
 
 # The commands an option belongs to, by click name ("" is the group itself).
 SCAN = ("run", "scan", "config")  # what is scanned
@@ -48,7 +48,9 @@ class Setting:
     """One row of the table: a setting, declared once."""
 
     key: str  # the config file's key; `--key-with-dashes` is its option
-    kind: type  # its type in a config file: str, int, float, bool or list (of str)
+    # Its type in a config file: str, int, float, bool or list (of str); object: whatever its
+    # click type takes (concurrency: "auto" or a number).
+    kind: type
     default: Any  # as a config file writes it; None: not set (command-line flags only)
     help: str
     commands: tuple[str, ...]  # the commands that have its option
@@ -60,6 +62,7 @@ class Setting:
     toml: bool = True  # False: a command-line flag only, which a config file cannot hold
     option: bool = True  # False: in a config file only (secret_key_file)
     path: bool = False  # a file path: relative in a config file means beside that file
+    flag: str | None = None  # the option's declaration, when not --key (--fit/--no-fit)
     click_args: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # is_flag, callback...
     # Per command, what its option does differently (check's own help, no variable).
     variants: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
@@ -71,14 +74,17 @@ class Setting:
 
     @property
     def value(self) -> Any:
-        """The default as the settings objects hold it: a list as a tuple, "" (unset) as None."""
+        """The default as the settings objects hold it: a list as a tuple, "" (unset) as None,
+        and whatever the click type makes of it (concurrency's "auto" is None)."""
         if isinstance(self.default, list):
             return tuple(self.default)
+        if self.kind is object and self.click_type is not None:
+            return self.click_type.convert(self.default, None, None)
         return None if self.default == "" else self.default
 
     def option_for(self, command: str) -> Callable[[Any], Any]:
         """The click option of this setting on `command`."""
-        flag = f"--{self.key.replace('_', '-')}"
+        flag = self.flag or f"--{self.key.replace('_', '-')}"
         kwargs: dict[str, Any] = {"help": self.help, "envvar": self.env, **self.click_args}
         if self.default is not None and not kwargs.get("is_flag"):
             kwargs["default"] = self.default
@@ -194,13 +200,58 @@ _ROWS = (
     ),
     Setting(
         "concurrency",
-        int,
-        16,
-        "Requests in flight at once.",
+        object,
+        "auto",
+        "Requests in flight at once: auto grows and shrinks them to hold --rate whatever the "
+        "API's latency (up to --max-concurrency); a number pins it.",
         CALLS,
         field="concurrency",
         env=_run_env("concurrency"),
+        click_type=Concurrency(),
+    ),
+    Setting(
+        "max_concurrency",
+        int,
+        256,
+        "Most requests in flight when --concurrency is auto.",
+        CALLS,
+        field="max_concurrency",
+        env=_run_env("max_concurrency"),
         click_type=positive(int),
+    ),
+    Setting(
+        "dedupe",
+        bool,
+        True,
+        "Pay once per content: a picture whose bytes (SHA-256) were recognized already, in any "
+        "job of the database, is done from that result with no call. --no-dedupe sends it.",
+        CALLS,
+        field="dedupe",
+        env=_run_env("dedupe"),
+        flag="--dedupe/--no-dedupe",
+    ),
+    Setting(
+        "fit",
+        bool,
+        True,
+        "Send pictures over the API's 5 MB re-encoded (JPEG quality steps, then downscaled) to "
+        "fit, boxes mapped back to the original; --no-fit skips them as too_large.",
+        CALLS,
+        field="fit",
+        env=_run_env("fit"),
+        flag="--fit/--no-fit",
+    ),
+    Setting(
+        "daily_budget",
+        int,
+        0,
+        "Calls per local calendar day across every run, job and worker of the database; when "
+        "spent, stop with exit 3, images left pending. 0: no budget.",
+        CALLS,
+        field="daily_budget",
+        unit="calls",
+        env=_run_env("daily_budget"),
+        click_type=click.IntRange(min=0),
     ),
     Setting(
         "max_attempts",

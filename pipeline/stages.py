@@ -51,7 +51,7 @@ class Stages:
         self.scan = ScanStats(finished=not settings.roots)
         self.committed: Counter[str] = Counter()  # this run's committed outcomes, by status
         self.tally = CallTally()
-        self.queue = ClaimQueue(settings.concurrency)
+        self.queue = ClaimQueue(settings.concurrency or 16)
         self.claimer = Claimer(self.store, self.job, self.lease, self.queue, stop.event, self.scan)
         self.writer = Writer(self.store, self.job, self.lease.token, self._on_committed)
         breaker = Breaker(settings.max_outage_s)
@@ -95,7 +95,7 @@ class Stages:
         """The workers, then the side tasks; the claimer starts last, under `watch`."""
         self.workers = [
             asyncio.create_task(self.pool.run(), name=f"worker-{n}")
-            for n in range(self.settings.concurrency)
+            for n in range(self.settings.concurrency or 16)
         ]
         self._start_side(self.coordinator.run(), "coordinator")
         self._start_side(stop_at_end_of_window(self.settings, self.stop), "window")

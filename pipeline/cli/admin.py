@@ -59,6 +59,8 @@ def _setting_line(ctx: click.Context, key: str, value: Any) -> str:
         if make_url(shown_url).password != make_url(value).password:
             source += "; password hidden"
         value = shown_url
+    if value is None and setting.kind is object:
+        value = setting.default  # concurrency's None is written "auto"
     return f"{key} = {_toml(value)}  # {source}"
 
 

@@ -69,4 +69,4 @@ def test_click_values_become_the_object_s_fields() -> None:
         ("*.png",),
         2.5,
     )
-    assert settings.min_age_s == 60.0 and settings.concurrency == 16
+    assert settings.min_age_s == 60.0 and settings.concurrency is None  # auto
