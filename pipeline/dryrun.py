@@ -4,7 +4,8 @@ long they take at the rate; no call, and nothing written to the database.
 Exact because it decides as the run does, with the run's own parts: the scanner's walk (its
 roots each walked once, `--min-age`), the store's rule for a file that changed since it was
 done (`requeues`), and the workers' pre-flight check of every file to be sent
-(`read_checked`: empty, too large, not an image, unreadable, missing cost no call).
+(`read_checked`: empty, too large, not an image, unreadable, missing cost no call; with
+fitting on, a picture over 5 MB is decoded to tell one that fits from one skipped).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pipeline.capture import PathPattern
 from pipeline.config import JobSettings
 from pipeline.db import parse_url
 from pipeline.errors import EXIT_OK
-from pipeline.preflight import read_checked
+from pipeline.fitting import Fitter
 from pipeline.progress import format_duration
 from pipeline.scanner import SCAN_BATCH_FILES, Filter, ScanStats, batches, walk
 from pipeline.store import Store, requeues
@@ -82,6 +83,7 @@ async def _plan(store: Store | None, settings: JobSettings) -> Plan:
     keep = Filter(settings.include, settings.exclude)
     capture = PathPattern.parse(settings.capture_pattern)
     files = walk(settings.roots, keep, stats, capture, settings.min_age_s)
+    fitter = Fitter(settings.fit)  # with fitting on, a picture over 5 MB is a call if it fits
     async for batch in batches(files):
         known = await store.known_files(settings.job, [f.path for f in batch]) if store else {}
         to_check = []
@@ -98,21 +100,21 @@ async def _plan(store: Store | None, settings: JobSettings) -> Plan:
                 plan.finished += 1
                 continue
             to_check.append(found.raw_path or found.path)
-        await _check(to_check, plan)
+        await _check(to_check, plan, fitter)
     plan.too_recent = stats.too_recent
     if store is not None:
         async for chunk in _chunks(store.unfinished_files(settings.job), SCAN_BATCH_FILES):
             plan.pending += len(chunk)
-            await _check([raw or path for path, raw in chunk], plan)
+            await _check([raw or path for path, raw in chunk], plan, fitter)
     return plan
 
 
-async def _check(paths: Iterable[str | bytes], plan: Plan) -> None:
+async def _check(paths: Iterable[str | bytes], plan: Plan, fitter: Fitter) -> None:
     """Count the files the workers' pre-flight check would skip without a call."""
     paths = list(paths)
     for start in range(0, len(paths), CHECKS_AT_ONCE):
         for checked in await asyncio.gather(
-            *(read_checked(p) for p in paths[start : start + CHECKS_AT_ONCE])
+            *(fitter.preflight(p) for p in paths[start : start + CHECKS_AT_ONCE])
         ):
             if isinstance(checked, tuple):
                 plan.skips[checked[0]] += 1

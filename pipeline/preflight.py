@@ -29,6 +29,7 @@ from pipeline.records import Checked
 MAX_IMAGE_BYTES = 5 * 1024 * 1024
 JPEG_MAGIC = b"\xff\xd8\xff"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+READ_CHUNK_BYTES = 1024 * 1024  # after the first read, which asks for the file's size
 # Not O_NOFOLLOW: symlinks to images are legitimate (the scanner enqueues them on purpose).
 OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
 
@@ -52,8 +53,8 @@ def sniff_type(head: bytes) -> tuple[str, str] | None:
     return None
 
 
-def _read_head(path: str | bytes) -> tuple[bytes, os.stat_result]:
-    """Up to one byte more than the API takes (enough to tell a file that is too large), and
+def _read_head(path: str | bytes, limit_bytes: int) -> tuple[bytes, os.stat_result]:
+    """Up to one byte more than `limit_bytes` (enough to tell a file that is too large), and
     the `fstat` taken before the read: if the file changes while it is read, the next scan
     sees a size or mtime other than the recorded one and sends it again, never the reverse."""
     # Looked at by name first, so a device is never even opened (opening some has effects:
@@ -63,9 +64,12 @@ def _read_head(path: str | bytes) -> tuple[bytes, os.stat_result]:
     try:
         st = os.fstat(fd)
         _refuse_unless_regular(st)
-        chunks, left = [], MAX_IMAGE_BYTES + 1
+        chunks: list[bytes] = []
+        left = limit_bytes + 1
         while left > 0:
-            chunk = os.read(fd, left)
+            # As much as the file holds (one byte more, to see its end), not the whole cap:
+            # os.read allocates what it is asked for.
+            chunk = os.read(fd, min(left, READ_CHUNK_BYTES if chunks else st.st_size + 1))
             if not chunk:
                 break
             chunks.append(chunk)
@@ -92,10 +96,13 @@ def _kind(mode: int) -> str:
     return "not a plain file"
 
 
-async def read_checked(path: str | bytes) -> Read:
-    """The file's bytes (a `Checked`), or (reason, message) when the API would reject it."""
+async def read_checked(path: str | bytes, limit_bytes: int = MAX_IMAGE_BYTES) -> Read:
+    """The file's bytes (a `Checked`), or (reason, message) when the API would reject it.
+
+    `limit_bytes` is the most read: the API's limit, or with fitting on (pipeline/fitting.py)
+    its read cap, the bytes over the API's limit then being fitted before they are sent."""
     try:
-        data, st = await in_daemon_thread(_read_head, path)
+        data, st = await in_daemon_thread(_read_head, path, limit_bytes)
     except FileNotFoundError:
         return "missing", "the file vanished since the scan"
     except NotRegular as exc:
@@ -108,8 +115,10 @@ async def read_checked(path: str | bytes) -> Read:
         return "unreadable", exc.strerror or str(exc)
     if not data:
         return "empty", "zero bytes"
-    if len(data) > MAX_IMAGE_BYTES:
-        return "too_large", f"over the API's {MAX_IMAGE_BYTES} bytes"
+    if len(data) > limit_bytes:
+        if limit_bytes == MAX_IMAGE_BYTES:
+            return "too_large", f"over the API's {MAX_IMAGE_BYTES} bytes"
+        return "too_large", f"over the {limit_bytes} bytes read at most to fit a picture"
     if sniff_type(data[:8]) is None:
         return "not_image", "neither JPEG nor PNG by its first bytes"
     return Checked(data, st.st_size, st.st_mtime)

@@ -70,6 +70,20 @@ class Recognition:
 
 
 @dataclass(frozen=True, slots=True)
+class Fit:
+    """What was sent instead of a picture over the API's 5 MB (pipeline/fitting.py): a JPEG of
+    `sent_bytes` at `quality`, its sides `scale` times the original's (1.0: re-encoded only)."""
+
+    sent_bytes: int
+    scale: float
+    quality: int
+    width: int  # the original's pixels, which the boxes are mapped back to
+    height: int
+    sent_width: int
+    sent_height: int
+
+
+@dataclass(frozen=True, slots=True)
 class Answer:
     """One API call's result. What it means is its code's `verdict` (pipeline/verdicts.py)."""
 
@@ -116,6 +130,7 @@ class Outcome:
     # unchanged file finds nothing new. None: the scan's stay (no call was made).
     size: int | None = None
     mtime: float | None = None
+    fit: Fit | None = None  # set when the picture sent was fitted to the API's 5 MB
 
     @property
     def recognition(self) -> Recognition | None:

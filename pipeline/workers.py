@@ -19,9 +19,10 @@ from typing import Any
 
 from pipeline.capture import exif_taken_at, from_mtime
 from pipeline.client import NhnClient
+from pipeline.fitting import Fitter, map_answer
 from pipeline.lease import Lease
 from pipeline.pacing import Breaker, OutageTooLong, RateGovernor
-from pipeline.preflight import Read, read_checked, sniff_type
+from pipeline.preflight import Read, read_checked
 from pipeline.records import Answer, Call, CallResult, ClaimedItem, ItemStatus, Outcome, utcnow
 from pipeline.verdicts import Verdict, is_refusal, result_key
 
@@ -133,6 +134,7 @@ class WorkerPool:
     # Set while results can be written; the writer clears it while the database is away.
     writable: asyncio.Event = field(default_factory=_set_event)
     lease: Lease | None = None  # no call for an item whose lease may have gone to another worker
+    fitter: Fitter = field(default_factory=lambda: Fitter(enabled=False))  # pictures over 5 MB
     stats: PoolStats = field(default_factory=PoolStats)
     _idle: int = 0  # workers waiting for an item
     _answered: bool = False  # something reached the API in this run
@@ -182,7 +184,9 @@ class WorkerPool:
         """Start reading `item`'s file, unless there is none or the run is stopping."""
         if item is None or self.stop.is_set():
             return None
-        return asyncio.ensure_future(read_checked(item.raw_path or item.path))
+        return asyncio.ensure_future(
+            read_checked(item.raw_path or item.path, self.fitter.read_limit_bytes)
+        )
 
     async def _unless_stopped(self, waited: asyncio.Future[Any]) -> bool:
         """Wait for `waited` or for the run to stop, whichever comes first; True if `waited`
@@ -209,7 +213,9 @@ class WorkerPool:
         if isinstance(checked, tuple):
             reason, message = checked
             return Outcome(item.id, ItemStatus.SKIPPED, item.attempts, reason, message)
-        filename, content_type = sniff_type(checked.data[:8])  # type: ignore[misc]
+        upload = await self.fitter.upload(checked.data)  # fitted, if over the API's limit
+        if isinstance(upload, tuple):
+            return Outcome(item.id, ItemStatus.SKIPPED, item.attempts, *upload)
         # Results that cannot be written would be paid for in vain: no call starts until the
         # database takes writes again (the writer rides it out, or the run stops).
         back = self.writable
@@ -231,7 +237,7 @@ class WorkerPool:
                 return release
             self.stats.calls += 1
             started_at = utcnow()
-            answer = await self.client.recognize(checked.data, filename, content_type)
+            answer = await self.client.recognize(upload.data, upload.filename, upload.content_type)
             outage = self.breaker.is_open
             self.breaker.on_answer(answer)
         finally:
@@ -247,9 +253,13 @@ class WorkerPool:
             answer.latency_s * 1000,
         )
         self._stop_if_hopeless(answer)
-        outcome = self.policy.outcome(item, answer, started_at, outage=outage)
+        outcome = self.policy.outcome(
+            item, map_answer(answer, upload.fit), started_at, outage=outage
+        )
         # The item records the file as it was sent, not as the scan saw it.
-        outcome = dataclasses.replace(outcome, size=checked.size, mtime=checked.mtime)
+        outcome = dataclasses.replace(
+            outcome, size=checked.size, mtime=checked.mtime, fit=upload.fit
+        )
         if outcome.status is ItemStatus.PENDING and answer.verdict is not Verdict.FATAL:
             self.stats.retries += 1
         if outcome.status is ItemStatus.DONE and item.captured_at is None:

@@ -71,6 +71,7 @@ class _VehiclePlateEndpoint:
         slow_seconds: float,
         plates: dict[str, Any],
         no_plate_body: str,
+        locate: bool = False,
     ) -> None:
         self._app_key = app_key.encode("utf-8", "surrogateescape")
         self._secret_key = secret_key.encode("utf-8", "surrogateescape")
@@ -82,6 +83,7 @@ class _VehiclePlateEndpoint:
         self._slow_seconds = slow_seconds
         self._plates = plates  # synthetic_result's options
         self._no_plate_body = no_plate_body
+        self._locate = locate
 
     async def handle(self, request: web.Request) -> web.Response:
         stats = request.app[STATS_KEY]
@@ -122,7 +124,11 @@ class _VehiclePlateEndpoint:
         # counts every call an image cost, refused or faulted.
         admitted = self._limiter.admit(arrived)
         real = await answer_upload(
-            request, record=self._record, plates=self._plates, no_plate_body=self._no_plate_body
+            request,
+            record=self._record,
+            plates=self._plates,
+            no_plate_body=self._no_plate_body,
+            locate=self._locate,
         )
         if not admitted:
             return replace(real, code=self._limit_code, result=None, rate_limited=True)
@@ -152,6 +158,7 @@ def make_app(
     max_plates: int = DEFAULT_MAX_PLATES,
     no_plate_share: float = NO_PLATE_SHARE,
     no_plate_body: str = NO_PLATE_BODY_HEADER,
+    locate_plates: bool = False,
 ) -> web.Application:
     """Build the emulator application; its accounting is ``app[STATS_KEY]``.
 
@@ -160,7 +167,8 @@ def make_app(
     ``rate_limit`` > 0 answers ``limit_code`` (4000006, or 5000503 as NHN's upstream does) to a
     call that would make more than that many admitted calls within one second. Both are off by
     default. ``no_plate_share`` and ``max_plates`` shape the answers (see ``synthetic_result``),
-    ``no_plate_body`` the 4000201 ones (see ``NO_PLATE_BODIES``).
+    ``no_plate_body`` the 4000201 ones (see ``NO_PLATE_BODIES``). ``locate_plates`` answers
+    the box of a marker drawn in the picture instead (see ``locate``).
     """
     low, high = latency
     if not 0 <= low <= high:
@@ -188,6 +196,7 @@ def make_app(
         slow_seconds=slow_seconds,
         plates={"max_plates": max_plates, "no_plate_share": no_plate_share},
         no_plate_body=no_plate_body,
+        locate=locate_plates,
     )
     app.router.add_post(ENDPOINT_PATH, endpoint.handle)
     app.router.add_get(STATS_PATH, _stats)

@@ -23,6 +23,7 @@ from pipeline.emulator.answers import (
     TOO_LARGE,
     Decision,
 )
+from pipeline.emulator.locate import located_result
 from pipeline.emulator.synthetic import image_decision, synthetic_result
 
 MAX_IMAGE_BYTES = 5 * 1024 * 1024
@@ -41,11 +42,17 @@ END_MARKER_SEARCH_BYTES = 1024
 
 
 async def answer_upload(
-    request: web.Request, *, record: bool, plates: dict[str, Any], no_plate_body: str
+    request: web.Request,
+    *,
+    record: bool,
+    plates: dict[str, Any],
+    no_plate_body: str,
+    locate: bool = False,
 ) -> Decision:
     """The real service's answer to the upload, once the credentials are known to be good.
 
-    ``plates`` are synthetic_result's options; ``record`` hashes every upload for the stats.
+    ``plates`` are synthetic_result's options; ``record`` hashes every upload for the stats;
+    ``locate`` answers the box of a marker drawn in the picture (see ``locate``).
     """
     length = request.content_length
     if length is not None and length > MAX_IMAGE_BYTES + MULTIPART_ALLOWANCE_BYTES:
@@ -69,7 +76,11 @@ async def answer_upload(
         size = await asyncio.to_thread(_read_size, data, file_type)
     if size is None:
         return Decision(INVALID_FILE, image_sha256=sha)
-    result = synthetic_result(data, *size, file_type, **plates)
+    if locate:  # a plate wherever the marker is: decoded, off the loop
+        result = synthetic_result(data, *size, file_type, **{**plates, "no_plate_share": 0.0})
+        result = await asyncio.to_thread(located_result, result, data, file_type)
+    else:
+        result = synthetic_result(data, *size, file_type, **plates)
     return image_decision(result, no_plate_body, sha)
 
 

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pipeline.records import (
     CallResult,
+    Fit,
     Job,
     Outcome,
     utcnow,
@@ -180,6 +181,7 @@ def _recognition_rows(done: Iterable[Outcome], now: datetime) -> Iterable[dict[s
             "raw_response": recognition.raw,
             "result_code": recognition.result_code,
             "recognized_at": now,
+            **_fit_columns(outcome.fit),
         }
 
 
@@ -198,6 +200,14 @@ def _plate_rows(done: Iterable[Outcome]) -> Iterable[dict[str, Any]]:
                 "conf": plate.conf,
                 **dict(zip(BOX_COLUMNS, box, strict=True)),
             }
+
+
+def _fit_columns(fit: Fit | None) -> dict[str, Any]:
+    """What was sent for a picture fitted to the API's limit (pipeline/fitting.py); NULLs
+    when the file went as it is."""
+    if fit is None:
+        return {"fit_bytes": None, "fit_scale": None, "fit_quality": None}
+    return {"fit_bytes": fit.sent_bytes, "fit_scale": fit.scale, "fit_quality": fit.quality}
 
 
 def _on_db_clock(outcomes: Sequence[Outcome], shift: timedelta) -> Sequence[Outcome]:

@@ -276,9 +276,9 @@ async def test_a_worker_reads_the_next_file_while_its_call_is_out(tmp_path, monk
     read: list[str] = []
     real_read = read_checked
 
-    async def spy(path: str | bytes) -> Read:
+    async def spy(path: str | bytes, *limit: int) -> Read:
         read.append(Path(os.fsdecode(path)).name)
-        return await real_read(path)
+        return await real_read(path, *limit)
 
     monkeypatch.setattr(workers, "read_checked", spy)
     pool, client, _stop, worker = await _first_call_out(tmp_path, 3)
@@ -330,7 +330,7 @@ async def test_no_worker_reads_ahead_an_item_an_idle_worker_could_start(tmp_path
 async def test_a_stop_sends_back_an_item_whose_read_is_stuck(tmp_path, monkeypatch) -> None:
     never = threading.Event()
 
-    async def stuck(path: str | bytes) -> Read:
+    async def stuck(path: str | bytes, *limit: int) -> Read:
         return await in_daemon_thread(never.wait)  # a hung mount: this read never returns
 
     monkeypatch.setattr(workers, "read_checked", stuck)
