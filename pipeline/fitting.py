@@ -36,7 +36,7 @@ from pipeline.preflight import (
     read_checked,
     sniff_type,
 )
-from pipeline.records import Answer, Fit, Plate, Recognition
+from pipeline.records import Answer, Fit, Outcome, Plate, Recognition
 
 # With fitting on, a file is read whole up to this cap; above it, `too_large` unread.
 MAX_READ_BYTES = 64 * 1024 * 1024
@@ -203,6 +203,15 @@ def map_answer(answer: Answer, fit: Fit | None) -> Answer:
     if fit is None or answer.recognition is None:
         return answer
     return dataclasses.replace(answer, recognition=map_recognition(answer.recognition, fit))
+
+
+def with_fit(outcome: Outcome, fit: Fit | None) -> Outcome:
+    """`outcome` of a call that sent a fitted picture: its answer mapped back (`map_answer`),
+    and what was sent (`Outcome.fit`). As it is when the file went as it is."""
+    if fit is None or outcome.call is None:
+        return outcome
+    call = dataclasses.replace(outcome.call, answer=map_answer(outcome.call.answer, fit))
+    return dataclasses.replace(outcome, call=call, fit=fit)
 
 
 # -- in the run -------------------------------------------------------------------------------

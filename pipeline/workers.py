@@ -19,7 +19,7 @@ from typing import Any
 
 from pipeline.capture import exif_taken_at, from_mtime
 from pipeline.client import NhnClient
-from pipeline.fitting import Fitter, map_answer
+from pipeline.fitting import Fitter, with_fit
 from pipeline.lease import Lease
 from pipeline.pacing import Breaker, OutageTooLong, RateGovernor
 from pipeline.preflight import Read, read_checked
@@ -253,13 +253,10 @@ class WorkerPool:
             answer.latency_s * 1000,
         )
         self._stop_if_hopeless(answer)
-        outcome = self.policy.outcome(
-            item, map_answer(answer, upload.fit), started_at, outage=outage
-        )
+        outcome = self.policy.outcome(item, answer, started_at, outage=outage)
         # The item records the file as it was sent, not as the scan saw it.
-        outcome = dataclasses.replace(
-            outcome, size=checked.size, mtime=checked.mtime, fit=upload.fit
-        )
+        outcome = dataclasses.replace(outcome, size=checked.size, mtime=checked.mtime)
+        outcome = with_fit(outcome, upload.fit)  # its boxes in the original's pixels
         if outcome.status is ItemStatus.PENDING and answer.verdict is not Verdict.FATAL:
             self.stats.retries += 1
         if outcome.status is ItemStatus.DONE and item.captured_at is None:

@@ -37,7 +37,8 @@ __all__ = [
 
 #: The API rejects requests larger than 5 MB (resultCode 4131000); the pipeline skips such files.
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024
-#: Exact size of the ``too_large`` bad file: one byte over the limit.
+#: Exact size of the huge bad file (``undecodable`` when fitted, ``too_large`` with --no-fit):
+#: one byte over the limit.
 TOO_LARGE_SIZE = MAX_UPLOAD_BYTES + 1
 
 #: Extension spellings used for images, cycled in this order. All match the scanner's default
@@ -77,7 +78,7 @@ _NAME_TEMPLATES: tuple[str, ...] = (
 BAD_DIRS: dict[str, tuple[str, ...]] = {
     "empty": ("cam 02", '"night" shift'),
     "not_image": ("Zürich",),
-    "too_large": ("카메라-01", "2024-05-01"),
+    "undecodable": ("카메라-01", "2024-05-01"),
 }
 
 #: Directory named like an image; the scanner must not treat it as a file but must recurse into it.
@@ -199,9 +200,9 @@ def make_corpus(root: Path, n_images: int = 300, *, seed: int = 0, large_every: 
     _write(notes, _NOTES_TEXT.encode("utf-8"), stamps.next())
     bad[notes] = "not_image"
 
-    huge = root.joinpath(*BAD_DIRS["too_large"], "huge 'raw' dump.jpg")
+    huge = root.joinpath(*BAD_DIRS["undecodable"], "huge 'raw' dump.jpg")
     _write(huge, _JFIF_HEADER + bytes(TOO_LARGE_SIZE - len(_JFIF_HEADER)), stamps.next())
-    bad[huge] = "too_large"
+    bad[huge] = "undecodable"  # over 5 MB, so fitted (pipeline/fitting.py): zeros do not decode
 
     ignored: list[Path] = []
     readme = root / "readme.txt"

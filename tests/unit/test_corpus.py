@@ -59,7 +59,7 @@ def _default_scan(root: Path) -> set[Path]:
 def test_counts(corpus: Corpus) -> None:
     assert len(corpus.images) == N_IMAGES
     assert len(set(corpus.images)) == N_IMAGES
-    assert sorted(corpus.bad.values()) == ["empty", "not_image", "too_large"]
+    assert sorted(corpus.bad.values()) == ["empty", "not_image", "undecodable"]
     ignored_names = {p.name for p in corpus.ignored}
     assert ignored_names >= {"readme.txt", "clip.mp4", "thumb.gif", "folder.jpg"}
     for path in (*corpus.images, *corpus.bad, *corpus.ignored):
@@ -124,7 +124,7 @@ def test_bad_files(corpus: Corpus) -> None:
     assert text and text.decode("utf-8")
     assert not text.startswith((b"\xff\xd8\xff", b"\x89PNG"))
 
-    huge = by_code["too_large"]
+    huge = by_code["undecodable"]
     assert huge.stat().st_size == TOO_LARGE_SIZE >= 5 * 1024 * 1024 + 1
     with open(huge, "rb") as fh:
         assert fh.read(4) == b"\xff\xd8\xff\xe0"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import random
 import struct
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -23,9 +24,10 @@ from pipeline.fitting import (
     map_box,
     map_recognition,
     resolution_of,
+    with_fit,
 )
 from pipeline.preflight import MAX_IMAGE_BYTES, read_checked
-from pipeline.records import Answer, Fit, Plate, Recognition
+from pipeline.records import Answer, Call, CallResult, Fit, ItemStatus, Outcome, Plate, Recognition
 from tests.support.pictures import JFIF_HEADER, bomb_png
 
 
@@ -295,3 +297,19 @@ async def test_the_dry_run_s_check_skips_what_the_run_skips(tmp_path: Path) -> N
     assert bad[0] == "undecodable"  # type: ignore[index]
     assert not isinstance(ok, tuple)
     assert unfitted[0] == "too_large"  # type: ignore[index]
+
+
+def test_an_outcome_of_a_fitted_picture_carries_the_fit_and_the_mapped_boxes() -> None:
+    box = (100, 200, 300, 200, 300, 260, 100, 260)
+    answer = Answer("0", "ok", 0.1, 200, Recognition("jpg", "low", (Plate("1", 0.5, box),), "{}"))
+    outcome = Outcome(
+        7, ItemStatus.DONE, 1, call=Call(datetime(2026, 11, 30), answer, CallResult.DONE)
+    )
+
+    fitted = with_fit(outcome, HALF)
+
+    assert fitted.fit == HALF
+    assert fitted.recognition.plates[0].box == map_box(box, HALF)  # type: ignore[union-attr]
+    assert with_fit(outcome, None) is outcome
+    skipped = Outcome(8, ItemStatus.SKIPPED, 0, "undecodable", "no")
+    assert with_fit(skipped, HALF) is skipped  # no call, nothing sent
