@@ -28,6 +28,7 @@ The modules, in the order a call meets them:
     faults      the sliding-window call limit and the fault draws, and the faults' wire pages
     upload      the real service's checks of the upload: size, field, type, end, header
     synthetic   the made-up plates (or none) an image gets, from its bytes alone
+    locate      with --locate-plates: the box of a marker drawn in the picture instead
     answers     result codes, NHN's messages, Decision -> the JSON envelope
     stats       what the server saw, per code, per fault, per second, per image
 """

@@ -226,7 +226,8 @@ def emulator_command(
     It does not read images: the plates it returns are synthetic, derived from the image bytes
     (the same file always gets the same answer). Like NHN it answers one plate at most, and
     resultCode 4000201 (no plate found) for a share of images. Only the image size is read, for
-    the boxes and the resolution. Counters are at GET /_emulator/stats.
+    the boxes and the resolution (with --locate-plates, the box is that of a marker drawn in
+    the picture, for tests of box accuracy). Counters are at GET /_emulator/stats.
 
     For chaos and rate tests it can misbehave on purpose: --fault-rate replaces that fraction
     of answers with faults, --rate-limit refuses calls above a call limit as NHN does (with
