@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from pipeline.budget import DailyBudget, with_hold
 from pipeline.capture import exif_taken_at, from_mtime
 from pipeline.client import NhnClient
 from pipeline.lease import Lease
@@ -133,6 +134,7 @@ class WorkerPool:
     # Set while results can be written; the writer clears it while the database is away.
     writable: asyncio.Event = field(default_factory=_set_event)
     lease: Lease | None = None  # no call for an item whose lease may have gone to another worker
+    budget: DailyBudget | None = None  # --daily-budget: each call held in the database first
     stats: PoolStats = field(default_factory=PoolStats)
     _idle: int = 0  # workers waiting for an item
     _answered: bool = False  # something reached the API in this run
@@ -229,6 +231,9 @@ class WorkerPool:
             if self.max_requests is not None and self.stats.calls >= self.max_requests:
                 self.on_stop("request cap", None)
                 return release
+            hold = await self.budget.reserve() if self.budget is not None else None
+            if self.budget is not None and hold is None:
+                return release  # no call left today: the budget stopped the run
             self.stats.calls += 1
             started_at = utcnow()
             answer = await self.client.recognize(checked.data, filename, content_type)
@@ -247,7 +252,7 @@ class WorkerPool:
             answer.latency_s * 1000,
         )
         self._stop_if_hopeless(answer)
-        outcome = self.policy.outcome(item, answer, started_at, outage=outage)
+        outcome = with_hold(self.policy.outcome(item, answer, started_at, outage=outage), hold)
         # The item records the file as it was sent, not as the scan saw it.
         outcome = dataclasses.replace(outcome, size=checked.size, mtime=checked.mtime)
         if outcome.status is ItemStatus.PENDING and answer.verdict is not Verdict.FATAL:
