@@ -118,7 +118,7 @@ def format_usage(rows: list[UsageRow], days: int) -> str:
         day_total = _total(jobs)
         table.append((day, "(day total)", *_figures(day_total)))
     total = _total(rows)
-    table.append((f"total, last {days} days", "", *_figures(total)))
+    table.append(("total", f"last {days} days", *_figures(total)))
     widths = [max(len(line[i]) for line in table) for i in range(len(USAGE_HEADER))]
     return "\n".join(
         "  ".join(

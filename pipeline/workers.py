@@ -231,10 +231,11 @@ class WorkerPool:
             if self.max_requests is not None and self.stats.calls >= self.max_requests:
                 self.on_stop("request cap", None)
                 return release
+            self.stats.calls += 1  # before the budget's await: the request cap counts it
             hold = await self.budget.reserve() if self.budget is not None else None
             if self.budget is not None and hold is None:
-                return release  # no call left today: the budget stopped the run
-            self.stats.calls += 1
+                self.stats.calls -= 1  # no call left today: the budget stopped the run
+                return release
             started_at = utcnow()
             answer = await self.client.recognize(checked.data, filename, content_type)
             outage = self.breaker.is_open
