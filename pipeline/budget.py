@@ -17,6 +17,7 @@ import dataclasses
 from collections.abc import Callable
 from datetime import datetime
 
+from pipeline.errors import DatabaseError
 from pipeline.lease import Lease
 from pipeline.progress import format_duration
 from pipeline.records import Hold, Outcome
@@ -89,3 +90,14 @@ async def spend_today(store: Store, limit: int) -> str | None:
         return None
     day = local_day()
     return spend_line(await store.day_spend(day), limit, day)
+
+
+async def left_today(store: Store | None, limit: int) -> int | None:
+    """Calls the day's budget still allows (the dry run's cap); None without a budget."""
+    if limit <= 0:
+        return None
+    try:
+        spent = await store.day_spend(local_day()) if store is not None else 0
+    except DatabaseError:  # a database before migration 0009 (the run upgrades it): no ledger
+        spent = 0
+    return max(limit - spent, 0)

@@ -100,6 +100,10 @@ def test_the_budget_holds_across_runs_and_jobs(tmp_path, db_url, start_emulator,
     assert statuses(db_url, "b") == {"pending": 6}
     assert "daily budget" in other.stdout
 
+    # The dry run knows: nothing left today.
+    planned = platepipe("run", "--job", "a", *budget, "--dry-run", env=env)
+    assert "would make 0 calls (--daily-budget" in planned.stdout, planned.stdout
+
     # A run again after the budget: 0 calls.
     again = platepipe("run", "--job", "a", *budget, "--quiet", env=env)
     assert again.returncode == 3, again.stderr
