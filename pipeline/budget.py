@@ -14,6 +14,7 @@ worker), and counts against that day meanwhile.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable
 from datetime import datetime
 
@@ -24,6 +25,8 @@ from pipeline.records import Hold, Outcome
 from pipeline.stopping import BUDGET_SPENT
 from pipeline.store import Store
 from pipeline.usage import day_ends_at, local_day
+
+log = logging.getLogger(__name__)
 
 
 class DailyBudget:
@@ -46,7 +49,11 @@ class DailyBudget:
         token = self.lease.token
         if not token:
             return None
-        reservation = await self.store.reserve_call(token, day, self.limit)
+        try:
+            reservation = await self.store.reserve_call(token, day, self.limit)
+        except DatabaseError as exc:  # away past the ride-out: the writer stops the run too
+            log.warning("no call reserved under the daily budget: %s", exc)
+            return None
         if reservation.granted:
             return Hold(token, day)
         if reservation.spent >= self.limit:

@@ -231,7 +231,8 @@ class WorkerPool:
             if self.max_requests is not None and self.stats.calls >= self.max_requests:
                 self.on_stop("request cap", None)
                 return release
-            self.stats.calls += 1  # before the budget's await: the request cap counts it
+            self.stats.calls += 1
+            # Reserved after the count: the request cap reads it while this waits.
             hold = await self.budget.reserve() if self.budget is not None else None
             if self.budget is not None and hold is None:
                 self.stats.calls -= 1  # no call left today: the budget stopped the run
