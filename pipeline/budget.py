@@ -56,7 +56,7 @@ class DailyBudget:
             return None
         if reservation.granted:
             return Hold(token, day)
-        if reservation.spent >= self.limit:
+        if (reservation.spent or 0) >= self.limit:
             self.on_stop(BUDGET_SPENT, spent_message(self.limit, day))
         return None
 

@@ -30,33 +30,33 @@ BUDGET_LOCK = 0x504C5033
 @dataclass(frozen=True, slots=True)
 class Reservation:
     granted: bool  # False: the budget is spent, or this worker is not registered any more
-    spent: int  # the day's spend after it: calls counted and calls held
+    spent: int | None  # when not granted, the day's spend: calls counted and calls held
 
 
 class BudgetMixin(StoreBase):
     @retried
     async def reserve_call(self, worker_id: str, day: str, budget: int) -> Reservation:
-        """Hold one call of `day`'s `budget` for `worker_id`, if the day's spend is under it."""
+        """Hold one call of `day`'s `budget` for `worker_id`, if the day's spend is under it:
+        the check and the increment in one statement (a call costs one round trip here)."""
         async with self._begin() as connection:
             if self._postgres:
                 await connection.execute(select(func.pg_advisory_xact_lock(BUDGET_LOCK, 0)))
-            spent = await _spent(connection, day)
-            if spent >= budget:
-                return Reservation(False, spent)
             registered = exists().where(workers.c.id == worker_id)
+            under = _spent_sql(day) < budget
             hold = (
                 self._insert(budget_holds)
                 .from_select(
                     ["worker_id", "day", "held"],
-                    select(literal(worker_id), literal(day), literal(1)).where(registered),
+                    select(literal(worker_id), literal(day), literal(1)).where(registered, under),
                 )
                 .on_conflict_do_update(
                     index_elements=[budget_holds.c.worker_id, budget_holds.c.day],
                     set_={"held": budget_holds.c.held + 1},
                 )
             )
-            held = (await connection.execute(hold)).rowcount
-            return Reservation(bool(held), spent + 1 if held else spent)
+            if (await connection.execute(hold)).rowcount:
+                return Reservation(True, None)
+            return Reservation(False, await _spent(connection, day))
 
     @retried
     async def day_spend(self, day: str) -> int:
@@ -78,12 +78,16 @@ class BudgetMixin(StoreBase):
         return [UsageRow(*row) for row in rows]
 
 
-async def _spent(connection: AsyncConnection, day: str) -> int:
+def _spent_sql(day: str) -> Any:
+    """`day`'s spend as one SQL expression: one statement, one snapshot, so a hold moved into
+    `usage` meanwhile is counted once."""
     counted = select(func.coalesce(func.sum(usage.c.calls), 0)).where(usage.c.day == day)
     held = select(func.coalesce(func.sum(budget_holds.c.held), 0)).where(budget_holds.c.day == day)
-    # One statement, one snapshot: a hold moved into `usage` meanwhile is counted once.
-    total = select(counted.scalar_subquery() + held.scalar_subquery())
-    return int((await connection.execute(total)).scalar_one())
+    return counted.scalar_subquery() + held.scalar_subquery()
+
+
+async def _spent(connection: AsyncConnection, day: str) -> int:
+    return int((await connection.execute(select(_spent_sql(day)))).scalar_one())
 
 
 _RELEASE_HOLDS = (
