@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -293,3 +294,33 @@ def test_0009_fills_usage_from_the_recorded_calls(db_url):
         ("2026-11-25", 1, 1, 0, 0),
         ("2026-11-25", 2, 1, 0, 0),
     ]
+
+
+def test_a_killed_run_s_holds_count_until_its_registration_is_reaped(
+    tmp_path, db_url, start_emulator, platepipe_env
+):
+    make_images(tmp_path / "a", 8, seed=40)
+    emulator = start_emulator("--latency", "3-4")
+    env = {**platepipe_env, "NHN_OCR_ENDPOINT": emulator.url, "PLATEPIPE_DB": db_url}
+    args = ("--daily-budget", "100", "--rate", "100", "--concurrency", "4", "--quiet")
+    killed = start_platepipe("run", "--job", "a", str(tmp_path / "a"), *args, env=env)
+    try:
+        started = time.monotonic()
+        while emulator.stats()["in_flight"] < 4:  # four calls out, none answered yet
+            assert killed.poll() is None and time.monotonic() - started < 60
+            time.sleep(0.05)
+    finally:
+        killed.kill()
+        killed.communicate()
+
+    # The calls it had out may well have been paid: they count against the day.
+    assert query(db_url, "SELECT SUM(held) FROM budget_holds")[0][0] == 4
+    assert query(db_url, "SELECT COUNT(*) FROM usage") == [(0,)]
+
+    rerun = platepipe("run", "--job", "a", *args, env=env)
+
+    assert rerun.returncode == 0, rerun.stderr
+    assert "taking over from `run`" in rerun.stderr
+    assert query(db_url, "SELECT COUNT(*) FROM budget_holds") == [(0,)]  # reaped with it
+    assert usage_calls(db_url) == {"a": 8}
+    assert emulator.stats()["calls"] == 12
