@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from pipeline.budget import DailyBudget, with_hold
+from pipeline.budget import DailyBudget, Hold, with_hold
 from pipeline.capture import exif_taken_at, from_mtime
 from pipeline.client import NhnClient
 from pipeline.lease import Lease
@@ -232,11 +232,9 @@ class WorkerPool:
                 self.on_stop("request cap", None)
                 return release
             self.stats.calls += 1
-            # Reserved after the count: the request cap reads it while this waits.
-            hold = await self.budget.reserve() if self.budget is not None else None
-            if self.budget is not None and hold is None:
-                self.stats.calls -= 1  # no call left today: the budget stopped the run
-                return release
+            allowed, hold = await self._reserve()
+            if not allowed:
+                return release  # no call left today: the budget stopped the run
             started_at = utcnow()
             answer = await self.client.recognize(checked.data, filename, content_type)
             outage = self.breaker.is_open
@@ -263,6 +261,15 @@ class WorkerPool:
             taken_at = exif_taken_at(checked.data) or from_mtime(checked.mtime)
             outcome = dataclasses.replace(outcome, captured_at=taken_at)
         return outcome
+
+    async def _reserve(self) -> tuple[bool, Hold | None]:
+        """Under --daily-budget, the call held in the database first (False: none left)."""
+        if self.budget is None:
+            return True, None
+        hold = await self.budget.reserve()
+        if hold is None:
+            self.stats.calls -= 1  # counted before the await, which the request cap reads
+        return hold is not None, hold
 
     def _count(self, answer: Answer) -> None:
         if answer.reached:
