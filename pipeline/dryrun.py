@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import click
 
+from pipeline.budget import left_today
 from pipeline.capture import PathPattern
 from pipeline.config import JobSettings
 from pipeline.db import parse_url
@@ -53,12 +54,17 @@ async def dry_run(settings: JobSettings) -> int:
     url = parse_url(settings.db_url)
     if url.get_backend_name() == "sqlite" and not os.path.exists(url.database or ""):
         plan = await _plan(None, settings)  # no database yet: everything is new
+        budget_left = await left_today(None, settings.daily_budget)
     else:
         async with Store.connect(settings.db_url, migrate=False) as store:
             plan = await _plan(store, settings)
+            budget_left = await left_today(store, settings.daily_budget)
     calls = plan.calls
     if settings.max_requests is not None:
         calls = min(calls, settings.max_requests)
+    capped = " (--max-requests)" if calls < plan.calls else ""
+    if budget_left is not None and budget_left < calls:  # what today's --daily-budget allows
+        calls, capped = budget_left, " (--daily-budget: what is left of today's)"
     skips = ", ".join(f"{reason} {n}" for reason, n in sorted(plan.skips.items()))
     click.echo(
         f"dry run of job {settings.job}: {plan.files} files found; {plan.new} new, "
@@ -68,7 +74,6 @@ async def dry_run(settings: JobSettings) -> int:
     )
     if plan.too_recent:
         click.echo(f"{plan.too_recent} files modified within --min-age left for the next run")
-    capped = " (--max-requests)" if calls < plan.calls else ""
     click.echo(
         f"would make {calls} calls{capped}, plus retries: "
         f"{format_duration(calls / settings.rate_per_s)} at {settings.rate_per_s:g} "

@@ -106,12 +106,22 @@ class Answer:
 
 
 @dataclass(frozen=True, slots=True)
+class Hold:
+    """One call reserved under `--daily-budget` (`budget_holds`): the worker that holds it and
+    the local day it counts on. Recording the call's outcome turns it into usage."""
+
+    worker_id: str
+    day: str  # YYYY-MM-DD, local
+
+
+@dataclass(frozen=True, slots=True)
 class Call:
     """One API call spent on an item, for the `attempts` table."""
 
     started_at: datetime
     answer: Answer
     result: CallResult
+    hold: Hold | None = None  # reserved under --daily-budget (None: no budget)
 
 
 @dataclass(frozen=True, slots=True)

@@ -97,6 +97,8 @@ def format_report(report: Any) -> str:
     if report.scan.unreadable_dirs:
         folders = plural(report.scan.unreadable_dirs, "folder")
         lines.append(f"  not scanned: {folders} could not be listed (see the warnings)")
+    if report.budget:  # --daily-budget: the day's spend
+        lines.append(report.budget)
     if report.stopped_by and not report.fatal:
         why = report.message or report.stopped_by
         lines.append(f"stopped early ({why}): run again to resume")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from pipeline.budget import spend_today
 from pipeline.capture import PathPattern
 from pipeline.client import NhnClient
 from pipeline.config import RunSettings, ScanSettings
@@ -39,6 +40,7 @@ class RunReport:
     stopped_by: str | None = None  # SIGTERM, deadline, fatal, ...; None: the job ran out of work
     message: str | None = None  # why it stopped, one line
     calls: CallTally | None = None  # this run's transient errors and throttling
+    budget: str | None = None  # under --daily-budget, the day's spend (one line)
 
     @property
     def fatal(self) -> str | None:
@@ -79,9 +81,11 @@ async def run_job(
             await store.halt(job, stop.message or "halted")
     (summary,) = await store.summaries(job.name)
     elapsed_s = time.monotonic() - started
+    budget = await spend_today(store, settings.daily_budget)
     return RunReport(
-        summary, stages.scan, pool_stats, elapsed_s, stop.reason, stop.message, stages.tally
-    )
+        summary, stages.scan, pool_stats, elapsed_s, stop.reason, stop.message, stages.tally,
+        budget,
+    )  # fmt: skip
 
 
 async def scan_job(settings: ScanSettings, store: Store) -> ScanStats:

@@ -35,6 +35,7 @@ EVERY_DB_COMMAND = (
     "items",
     "retry",
     "export",
+    "usage",
     "db upgrade",
 )
 
@@ -247,11 +248,15 @@ _ROWS = (
         0,
         "Calls per local calendar day across every run, job and worker of the database; when "
         "spent, stop with exit 3, images left pending. 0: no budget.",
-        CALLS,
+        (*CALLS, "status", "usage"),  # those two show the day's spend against it
         field="daily_budget",
         unit="calls",
         env=_run_env("daily_budget"),
         click_type=click.IntRange(min=0),
+        variants={
+            command: {"help": "Show today's calls (all jobs) against this daily budget. 0: not."}
+            for command in ("status", "usage")
+        },
     ),
     Setting(
         "max_attempts",

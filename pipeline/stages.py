@@ -19,6 +19,7 @@ from collections import Counter
 from collections.abc import Coroutine, Iterable, Sequence
 from typing import Any
 
+from pipeline.budget import budget_for
 from pipeline.capture import PathPattern
 from pipeline.claimer import Claimer, ClaimQueue
 from pipeline.client import NhnClient
@@ -73,6 +74,7 @@ class Stages:
             writable=self.store.writable,
             lease=self.lease,
             fitter=Fitter(settings.fit),
+            budget=budget_for(settings.daily_budget, self.store, self.lease, stop.request),
         )
         stop.on_stop(self.claimer.wake)
         stop.on_stop(breaker.abort)  # workers waiting out an outage put their items back

@@ -2,7 +2,7 @@
 
 A stop is graceful: claiming ends, calls in flight finish and their answers are committed,
 unstarted items go back to pending. Whoever asks first gives the reason (SIGTERM, deadline,
-fatal, request cap, ...) that the summary and the exit code report.
+fatal, request cap, daily budget, ...) that the summary and the exit code report.
 """
 
 from __future__ import annotations
@@ -14,6 +14,9 @@ import signal
 from collections.abc import Callable, Iterator
 
 log = logging.getLogger(__name__)
+
+# --daily-budget: the local day's calls across the whole database are spent (budget.py).
+BUDGET_SPENT = "daily budget"
 
 
 class RunStop:

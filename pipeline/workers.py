@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from pipeline.budget import DailyBudget, Hold, with_hold
 from pipeline.capture import exif_taken_at, from_mtime
 from pipeline.client import NhnClient
 from pipeline.fitting import Fitter, with_fit
@@ -135,6 +136,7 @@ class WorkerPool:
     writable: asyncio.Event = field(default_factory=_set_event)
     lease: Lease | None = None  # no call for an item whose lease may have gone to another worker
     fitter: Fitter = field(default_factory=lambda: Fitter(enabled=False))  # pictures over 5 MB
+    budget: DailyBudget | None = None  # --daily-budget: each call held in the database first
     stats: PoolStats = field(default_factory=PoolStats)
     _idle: int = 0  # workers waiting for an item
     _answered: bool = False  # something reached the API in this run
@@ -236,6 +238,9 @@ class WorkerPool:
                 self.on_stop("request cap", None)
                 return release
             self.stats.calls += 1
+            allowed, hold = await self._reserve()
+            if not allowed:
+                return release  # no call left today: the budget stopped the run
             started_at = utcnow()
             answer = await self.client.recognize(upload.data, upload.filename, upload.content_type)
             outage = self.breaker.is_open
@@ -253,7 +258,7 @@ class WorkerPool:
             answer.latency_s * 1000,
         )
         self._stop_if_hopeless(answer)
-        outcome = self.policy.outcome(item, answer, started_at, outage=outage)
+        outcome = with_hold(self.policy.outcome(item, answer, started_at, outage=outage), hold)
         # The item records the file as it was sent, not as the scan saw it.
         outcome = dataclasses.replace(outcome, size=checked.size, mtime=checked.mtime)
         outcome = with_fit(outcome, upload.fit)  # its boxes in the original's pixels
@@ -263,6 +268,15 @@ class WorkerPool:
             taken_at = exif_taken_at(checked.data) or from_mtime(checked.mtime)
             outcome = dataclasses.replace(outcome, captured_at=taken_at)
         return outcome
+
+    async def _reserve(self) -> tuple[bool, Hold | None]:
+        """Under --daily-budget, the call held in the database first (False: none left)."""
+        if self.budget is None:
+            return True, None
+        hold = await self.budget.reserve()
+        if hold is None:
+            self.stats.calls -= 1  # counted before the await, which the request cap reads
+        return hold is not None, hold
 
     def _count(self, answer: Answer) -> None:
         if answer.reached:

@@ -11,6 +11,13 @@
   `budget_holds`: calls a live worker has started under `--daily-budget` and not yet counted
   in `usage`; they go with the worker's registration.
 
+`usage.calls` is filled from the calls `attempts` recorded before (its `copies` and `fits`
+start at 0: there were none). Those old days are by the UTC date of `started_at`, since the
+local time zone of the hosts that made them is not known to SQL; calls from now on count on
+their local day. A call counts as `jobs.calls` counts it, when it reached the API: every
+attempt but those whose code says no request left (`connection_refused`, `unknown_host`,
+`tls`); a `timeout` or `connection` error may have been a connect that failed, and is counted.
+
 Revision ID: 0009
 Revises: 0008
 Create Date: 2026-11-30
@@ -27,6 +34,17 @@ branch_labels = None
 depends_on = None
 
 ITEM_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+# Plain SQL for both databases: `started_at` as text is `YYYY-MM-DD HH:MM:SS` on both.
+BACKFILL_USAGE = """
+INSERT INTO usage (day, job_id, calls, copies, fits)
+SELECT SUBSTR(CAST(a.started_at AS TEXT), 1, 10), i.job_id, COUNT(*), 0, 0
+FROM attempts a
+JOIN items i ON i.id = a.item_id
+WHERE a.code NOT IN ('connection_refused', 'unknown_host', 'tls')
+GROUP BY SUBSTR(CAST(a.started_at AS TEXT), 1, 10), i.job_id
+"""
 
 
 def upgrade() -> None:
@@ -56,6 +74,7 @@ def upgrade() -> None:
         sa.Column("fits", sa.BigInteger(), nullable=False, server_default="0"),
         sa.PrimaryKeyConstraint("day", "job_id", name="pk_usage"),
     )
+    op.execute(BACKFILL_USAGE)
     op.create_table(
         "budget_holds",
         sa.Column(

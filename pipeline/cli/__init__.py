@@ -7,7 +7,7 @@ option comes from the one table in pipeline/settings.py.
     app.py      the group, the config file, errors as one line and an exit code
     stores.py   where the database is opened and closed
     run.py      run, work, scan
-    reports.py  status, jobs, items, retry, export
+    reports.py  status, jobs, items, retry, export, usage
     admin.py    config, check, db upgrade, demo (and emulator, registered lazily)
 """
 

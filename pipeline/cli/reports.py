@@ -1,5 +1,5 @@
-"""`status`, `jobs`, `items`, `retry` and `export`: the commands that show a job, and the one
-that sends its failed items again."""
+"""`status`, `jobs`, `items`, `retry`, `export` and `usage`: the commands that show a job or
+the calls spent, and the one that sends a job's failed items again."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from pipeline.budget import spend_today
 from pipeline.cli.app import cli, job_option
 from pipeline.cli.stores import with_store
 from pipeline.errors import JobNotFoundError, PipelineError
@@ -30,7 +31,9 @@ from pipeline.store import Store
 )
 @options_for("status")
 @with_store(read_only=True)
-async def status(store: Store, job: str | None, as_json: bool, check: bool) -> None:
+async def status(
+    store: Store, job: str | None, as_json: bool, check: bool, daily_budget: int
+) -> None:
     """Show counts per status and error code, calls, whether a run or workers are live (pid,
     host, heartbeat), and while one is, its rate and ETA. Never blocks a run.
 
@@ -50,6 +53,8 @@ async def status(store: Store, job: str | None, as_json: bool, check: bool) -> N
         click.echo(json.dumps([job_json(s) for s in summaries], indent=2))
     else:
         click.echo("\n\n".join(format_job(s) for s in summaries) or "no jobs yet")
+        if daily_budget:  # --daily-budget (or its variable, or the config file)
+            click.echo((await spend_today(store, daily_budget) or "").strip())
     if check:
         from pipeline.report import check_code
 
@@ -197,3 +202,43 @@ async def export(store: Store, job: str, fmt: str, output: str | None, bom: bool
             partial.unlink(missing_ok=True)
         raise PipelineError(f"cannot write {output}: {exc.strerror or exc}") from None
     click.echo(f"{plural(rows, 'read')} written to {output}", err=True)
+
+
+@cli.command()
+@click.option(
+    "--days",
+    type=click.IntRange(min=1),
+    default=30,
+    show_default=True,
+    help="The last N local calendar days, today included.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@options_for("usage")
+@with_store(read_only=True)
+async def usage(store: Store, days: int, as_json: bool, daily_budget: int) -> None:
+    """Show the calls that reached the API per local calendar day and job, with the copies
+    (pictures recognized already: no call) and fits (pictures over 5 MB re-encoded), each
+    day's total and the total, newest day first. Reads the `usage` table; writes nothing.
+    With a --daily-budget (or its variable, or the config file), today's spend against it.
+
+    \b
+    Examples:
+      platepipe usage
+      platepipe usage --days 7 --json | jq .total.calls
+      platepipe usage --daily-budget 5000
+    """
+    from pipeline.usage import first_day, format_usage, local_day, usage_json
+
+    today = local_day()
+    first = first_day(days, today)
+    rows = await store.usage_since(first)
+    if as_json:
+        report = usage_json(rows, days, first)
+        if daily_budget:
+            spent = await store.day_spend(today)
+            report["budget"] = {"day": today, "limit": daily_budget, "spent": spent}
+        click.echo(json.dumps(report, indent=2))
+        return
+    click.echo(format_usage(rows, days))
+    if daily_budget:
+        click.echo((await spend_today(store, daily_budget) or "").strip())

@@ -12,6 +12,7 @@ retry through outages):
     registry  workers: register, heartbeat and coordinate, liveness, advisory locks
     jobs      find, create, halt, requeue (`retry`), summaries (uses the registry)
     reads     plate reads and items streamed, known files for the dry run, read-only SQL
+    budget    the daily budget's holds, the usage ledger per day and job
 
 A store's modes are fixed when it is made: open one with
 
@@ -26,6 +27,7 @@ from contextlib import asynccontextmanager
 
 from pipeline import db
 from pipeline.records import ClaimedItem, Job, JobSummary, LiveWorker, utcnow
+from pipeline.store.budget import BudgetMixin, Reservation
 from pipeline.store.engine import check_sqlite_file
 from pipeline.store.jobs import JobsMixin
 from pipeline.store.queue import QueueMixin, requeues
@@ -34,7 +36,7 @@ from pipeline.store.registry import HEARTBEAT_TIMEOUT_ENV, HEARTBEAT_TIMEOUT_S, 
 from pipeline.store.results import ResultsMixin
 
 
-class Store(JobsMixin, QueueMixin, ResultsMixin, ReadsMixin):
+class Store(JobsMixin, QueueMixin, ResultsMixin, ReadsMixin, BudgetMixin):
     """The database, by concern (see the package docstring); one engine shared by all."""
 
     @classmethod
@@ -91,6 +93,7 @@ __all__ = [
     "Job",
     "JobSummary",
     "LiveWorker",
+    "Reservation",
     "Store",
     "heartbeat_timeout_s",
     "requeues",

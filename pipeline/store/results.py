@@ -29,6 +29,7 @@ from pipeline.records import (
     utcnow,
 )
 from pipeline.schema import attempts, items, plates, recognitions
+from pipeline.store.budget import add_usage
 from pipeline.store.engine import StoreBase, retried, touch
 from pipeline.store.queue import leased
 
@@ -59,6 +60,7 @@ class ResultsMixin(StoreBase):
             now = await self._clock(connection)
             outcomes = _on_db_clock(outcomes, now - host_now)
             paid = [o for o in outcomes if o.call is not None]
+            await add_usage(connection, self._insert, paid, job.id)  # and budget holds ended
             if worker_id is not None:
                 outcomes = await self._still_leased(connection, outcomes, worker_id)
             done = [o for o in outcomes if o.status == "done"]

@@ -166,6 +166,7 @@ READ_ONLY = [
     ["status", "--job", JOB],
     ["jobs"],
     ["export", "--job", JOB, "--format", "jsonl"],
+    ["usage", "--json"],
     ["retry", "--job", JOB],  # writes, but creates nothing
     ["config"],
 ]
@@ -202,7 +203,7 @@ def test_reading_an_existing_database_leaves_no_file_behind(env, tmp_path):
     url = seed(tmp_path / "plates.db", done=2)
     before = sorted(p.name for p in tmp_path.iterdir())
 
-    for command in (["status"], ["jobs"], ["export", "--job", JOB, "--format", "csv"]):
+    for command in (["status"], ["jobs"], ["export", "--job", JOB, "--format", "csv"], ["usage"]):
         result = platepipe(*command, "--db", url, env=env)
         assert result.returncode == 0, result.stderr
 

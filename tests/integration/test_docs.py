@@ -16,6 +16,7 @@ from PIL import Image
 
 from pipeline.cli import cli
 from pipeline.emulator import synthetic_result
+from pipeline.usage import local_day
 from pipeline.verdicts import RESULT_CODES, Verdict, judge
 from tests.support.cli import platepipe
 from tests.support.corpus import make_image, sha256_file
@@ -106,7 +107,8 @@ def night(tmp_path, db_url, start_emulator, platepipe_env):
         for value in result_["values"]:
             reads.append((str(path), camera, when, value["value"], value["conf"]))
         files[path] = (camera, when, result_)
-    return {"db": db_url, "files": files, "reads": reads, "broken": str(broken), "twin": twin}
+    night = {"db": db_url, "files": files, "reads": reads, "broken": str(broken), "twin": twin}
+    return {**night, "calls": emulator.stats()["calls"]}
 
 
 def _plates(path: Path) -> list:
@@ -155,6 +157,12 @@ def test_every_readme_query_answers_right(night):
     for _, camera, _, value, _ in reads:
         by_value.setdefault(value, set()).add(camera)
     assert {v: n for v, n, _ in shared} == {v: len(c) for v, c in by_value.items() if len(c) > 1}
+
+    per_day = query(
+        db, queries["Calls per day (local calendar day), every job, from the usage ledger"]
+    )
+    calls = night["calls"]
+    assert [(d, int(c), int(cp), int(f)) for d, c, cp, f in per_day] == [(local_day(), calls, 0, 0)]
 
     why_sql = queries["Why did this image fail? Every call, in order"]
     why = query(db, re.sub(r"i\.path = '[^']*'", f"i.path = '{night['broken']}'", why_sql))
