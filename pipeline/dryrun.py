@@ -4,7 +4,8 @@ long they take at the rate; no call, and nothing written to the database.
 Exact because it decides as the run does, with the run's own parts: the scanner's walk (its
 roots each walked once, `--min-age`), the store's rule for a file that changed since it was
 done (`requeues`), and the workers' pre-flight check of every file to be sent
-(`read_checked`: empty, too large, not an image, unreadable, missing cost no call).
+(`read_checked`: empty, too large, not an image, unreadable, missing cost no call), and the
+content look-up of `dedupe.py` (`ContentPlan`: recognized already, or planned once already).
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ import click
 from pipeline.capture import PathPattern
 from pipeline.config import JobSettings
 from pipeline.db import parse_url
+from pipeline.dedupe import ContentPlan
 from pipeline.errors import EXIT_OK
 from pipeline.preflight import read_checked
 from pipeline.progress import format_duration
+from pipeline.records import Checked
 from pipeline.scanner import SCAN_BATCH_FILES, Filter, ScanStats, batches, walk
 from pipeline.store import Store, requeues
 
@@ -38,6 +41,7 @@ class Plan:
     finished: int = 0  # found, and done, failed or skipped already, unchanged: not sent
     skips: Counter[str] = field(default_factory=Counter)  # of those to send: no call, why
     too_recent: int = 0
+    copies: ContentPlan = field(default_factory=ContentPlan)  # of those to send: no call
 
     @property
     def to_send(self) -> int:
@@ -45,7 +49,7 @@ class Plan:
 
     @property
     def calls(self) -> int:
-        return self.to_send - sum(self.skips.values())
+        return self.to_send - sum(self.skips.values()) - self.copies.count
 
 
 async def dry_run(settings: JobSettings) -> int:
@@ -64,6 +68,11 @@ async def dry_run(settings: JobSettings) -> int:
         f"{plan.changed} changed, {plan.pending} pending, {plan.finished} already finished, "
         f"{sum(plan.skips.values())} would be skipped without a call"
         + (f" ({skips})" if skips else "")
+        + (
+            f", {plan.copies.count} copies of content recognized already"
+            if plan.copies.count
+            else ""
+        )
     )
     if plan.too_recent:
         click.echo(f"{plan.too_recent} files modified within --min-age left for the next run")
@@ -77,7 +86,7 @@ async def dry_run(settings: JobSettings) -> int:
 
 
 async def _plan(store: Store | None, settings: JobSettings) -> Plan:
-    plan = Plan()
+    plan = Plan(copies=ContentPlan(store if settings.dedupe else None, settings.dedupe))
     stats = ScanStats()
     keep = Filter(settings.include, settings.exclude)
     capture = PathPattern.parse(settings.capture_pattern)
@@ -108,14 +117,19 @@ async def _plan(store: Store | None, settings: JobSettings) -> Plan:
 
 
 async def _check(paths: Iterable[str | bytes], plan: Plan) -> None:
-    """Count the files the workers' pre-flight check would skip without a call."""
+    """Count the files the workers' pre-flight check would skip without a call, and the
+    copies of content that costs none."""
     paths = list(paths)
     for start in range(0, len(paths), CHECKS_AT_ONCE):
+        digests = []
         for checked in await asyncio.gather(
             *(read_checked(p) for p in paths[start : start + CHECKS_AT_ONCE])
         ):
-            if isinstance(checked, tuple):
+            if isinstance(checked, Checked):
+                digests.append(checked.sha256)
+            else:
                 plan.skips[checked[0]] += 1
+        await plan.copies.add(digests)
 
 
 async def _chunks(rows: AsyncIterator[tuple], size: int) -> AsyncIterator[list[tuple]]:

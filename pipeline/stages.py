@@ -24,6 +24,7 @@ from pipeline.claimer import Claimer, ClaimQueue
 from pipeline.client import NhnClient
 from pipeline.config import RunSettings
 from pipeline.coordinator import Coordinator, Registration, stop_at_end_of_window
+from pipeline.dedupe import Dedupe
 from pipeline.pacing import Breaker, RateGovernor
 from pipeline.progress import LIVE_REFRESH_S, LineProgress, LiveProgress, Snapshot
 from pipeline.records import Outcome, WorkerKind
@@ -71,6 +72,7 @@ class Stages:
             settings.max_requests,
             writable=self.store.writable,
             lease=self.lease,
+            dedupe=Dedupe(self.store) if settings.dedupe else None,
         )
         stop.on_stop(self.claimer.wake)
         stop.on_stop(breaker.abort)  # workers waiting out an outage put their items back

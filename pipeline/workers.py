@@ -19,10 +19,20 @@ from typing import Any
 
 from pipeline.capture import exif_taken_at, from_mtime
 from pipeline.client import NhnClient
+from pipeline.dedupe import Dedupe
 from pipeline.lease import Lease
 from pipeline.pacing import Breaker, OutageTooLong, RateGovernor
 from pipeline.preflight import Read, read_checked, sniff_type
-from pipeline.records import Answer, Call, CallResult, ClaimedItem, ItemStatus, Outcome, utcnow
+from pipeline.records import (
+    Answer,
+    Call,
+    CallResult,
+    Checked,
+    ClaimedItem,
+    ItemStatus,
+    Outcome,
+    utcnow,
+)
 from pipeline.verdicts import Verdict, is_refusal, result_key
 
 log = logging.getLogger(__name__)
@@ -102,6 +112,8 @@ class RetryPolicy:
 class PoolStats:
     calls: int = 0  # paid for: the request cap, progress and the summary
     retries: int = 0  # answers that left their item pending for another attempt
+    copies: int = 0  # done from another item's recognition of the same content: no call
+    unchanged: int = 0  # done again from the item's own recognition (touched): no call
 
 
 def _fatal_line(answer: Answer) -> str:
@@ -111,6 +123,14 @@ def _fatal_line(answer: Answer) -> str:
     if key is None:
         return answer.message
     return f"the API refused the run: {answer.code} {key}: {answer.message}"
+
+
+def _dated(item: ClaimedItem, checked: Checked, outcome: Outcome) -> Outcome:
+    """A done item the path did not date: dated by its EXIF, else its mtime."""
+    if outcome.status is not ItemStatus.DONE or item.captured_at is not None:
+        return outcome
+    taken_at = exif_taken_at(checked.data) or from_mtime(checked.mtime)
+    return dataclasses.replace(outcome, captured_at=taken_at)
 
 
 def _set_event() -> asyncio.Event:
@@ -133,6 +153,7 @@ class WorkerPool:
     # Set while results can be written; the writer clears it while the database is away.
     writable: asyncio.Event = field(default_factory=_set_event)
     lease: Lease | None = None  # no call for an item whose lease may have gone to another worker
+    dedupe: Dedupe | None = None  # content recognized already is copied, not paid (--dedupe)
     stats: PoolStats = field(default_factory=PoolStats)
     _idle: int = 0  # workers waiting for an item
     _answered: bool = False  # something reached the API in this run
@@ -168,6 +189,8 @@ class WorkerPool:
                 if reading is not None:
                     reading.cancel()  # a no-op once read; else its bytes are not wanted
             await self.results.put(outcome)
+            if self.dedupe is not None:
+                self.dedupe.settle(outcome)  # after the put: a copy is written after its payer
 
     async def _next(self) -> tuple[ClaimedItem | None, asyncio.Future[Read] | None]:
         """Wait for the next item (None: the end), counted idle meanwhile; start its read."""
@@ -206,9 +229,14 @@ class WorkerPool:
         if not await self._unless_stopped(reading):
             return release  # its item goes back to pending, unsent
         checked = reading.result()
-        if isinstance(checked, tuple):
+        if not isinstance(checked, Checked):
             reason, message = checked
-            return Outcome(item.id, ItemStatus.SKIPPED, item.attempts, reason, message)
+            skip = Outcome(item.id, ItemStatus.SKIPPED, item.attempts, reason, message)
+            return dataclasses.replace(skip, sha256=checked.sha256)
+        if self.dedupe is not None and (copy := await self.dedupe.before_call(item, checked)):
+            self.stats.copies += copy.is_copy
+            self.stats.unchanged += copy.unchanged
+            return _dated(item, checked, copy)
         filename, content_type = sniff_type(checked.data[:8])  # type: ignore[misc]
         # Results that cannot be written would be paid for in vain: no call starts until the
         # database takes writes again (the writer rides it out, or the run stops).
@@ -249,13 +277,12 @@ class WorkerPool:
         self._stop_if_hopeless(answer)
         outcome = self.policy.outcome(item, answer, started_at, outage=outage)
         # The item records the file as it was sent, not as the scan saw it.
-        outcome = dataclasses.replace(outcome, size=checked.size, mtime=checked.mtime)
+        outcome = dataclasses.replace(
+            outcome, size=checked.size, mtime=checked.mtime, sha256=checked.sha256
+        )
         if outcome.status is ItemStatus.PENDING and answer.verdict is not Verdict.FATAL:
             self.stats.retries += 1
-        if outcome.status is ItemStatus.DONE and item.captured_at is None:
-            taken_at = exif_taken_at(checked.data) or from_mtime(checked.mtime)
-            outcome = dataclasses.replace(outcome, captured_at=taken_at)
-        return outcome
+        return _dated(item, checked, outcome)
 
     def _count(self, answer: Answer) -> None:
         if answer.reached:

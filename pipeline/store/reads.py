@@ -7,6 +7,8 @@ from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from typing import Any
 
 from sqlalchemy import (
+    case,
+    func,
     select,
     text,
 )
@@ -16,7 +18,7 @@ from pipeline.records import (
     KnownFile,
 )
 from pipeline.schema import items, jobs, plates, recognitions
-from pipeline.store.engine import StoreBase, has_schema
+from pipeline.store.engine import StoreBase, has_schema, retried
 from pipeline.store.results import BOX_COLUMNS
 
 EXPORT_CHUNK = 1000  # rows fetched at a time while exporting
@@ -110,6 +112,27 @@ class ReadsMixin(StoreBase):
             rows = await connection.stream(query.execution_options(yield_per=EXPORT_CHUNK))
             async for path, raw_path in rows:
                 yield path, raw_path
+
+    @retried
+    async def find_recognition(self, sha256: str, item_id: int) -> tuple[int, int] | None:
+        """A recognition of the content `sha256`, any job: (its item, the item whose call paid
+        for it), `item_id`'s own first; None if the content was never recognized."""
+        query = (
+            select(recognitions.c.item_id, func.coalesce(items.c.copy_of, items.c.id))
+            .join(items, items.c.id == recognitions.c.item_id)
+            .where(recognitions.c.sha256 == sha256)
+            .order_by(case((recognitions.c.item_id == item_id, 0), else_=1), recognitions.c.item_id)
+            .limit(1)
+        )
+        async with self._begin(writes=False) as connection:
+            row = (await connection.execute(query)).first()
+        return (row[0], row[1]) if row else None
+
+    async def recognized(self, digests: Sequence[str]) -> set[str]:
+        """Those of `digests` recognized already, any job: what a dry run counts as copies."""
+        query = select(recognitions.c.sha256).where(recognitions.c.sha256.in_(digests)).distinct()
+        rows = await self._read_if_schema(query) if digests else None
+        return {digest for (digest,) in rows or ()}
 
     async def _read_if_schema(self, query: Any) -> list[Any] | None:
         """The query's rows, or None when the database has no schema yet (a dry run on a
