@@ -229,14 +229,9 @@ class WorkerPool:
         if not await self._unless_stopped(reading):
             return release  # its item goes back to pending, unsent
         checked = reading.result()
-        if not isinstance(checked, Checked):
-            reason, message = checked
-            skip = Outcome(item.id, ItemStatus.SKIPPED, item.attempts, reason, message)
-            return dataclasses.replace(skip, sha256=checked.sha256)
-        if self.dedupe is not None and (copy := await self.dedupe.before_call(item, checked)):
-            self.stats.copies += copy.is_copy
-            self.stats.unchanged += copy.unchanged
-            return _dated(item, checked, copy)
+        copy = await self._copy(item, checked) if isinstance(checked, Checked) else None
+        if copy is not None or not isinstance(checked, Checked):
+            return self._without_call(item, checked, copy)
         filename, content_type = sniff_type(checked.data[:8])  # type: ignore[misc]
         # Results that cannot be written would be paid for in vain: no call starts until the
         # database takes writes again (the writer rides it out, or the run stops).
@@ -283,6 +278,21 @@ class WorkerPool:
         if outcome.status is ItemStatus.PENDING and answer.verdict is not Verdict.FATAL:
             self.stats.retries += 1
         return _dated(item, checked, outcome)
+
+    async def _copy(self, item: ClaimedItem, checked: Checked) -> Outcome | None:
+        """`item` done from a recognition of the same content, if dedupe finds one."""
+        return await self.dedupe.before_call(item, checked) if self.dedupe else None
+
+    def _without_call(self, item: ClaimedItem, checked: Read, copy: Outcome | None) -> Outcome:
+        """The outcome of an item that costs no call: a skip, or a copy."""
+        if not isinstance(checked, Checked):
+            reason, message = checked
+            skip = Outcome(item.id, ItemStatus.SKIPPED, item.attempts, reason, message)
+            return dataclasses.replace(skip, sha256=checked.sha256)
+        assert copy is not None
+        self.stats.copies += copy.is_copy
+        self.stats.unchanged += copy.unchanged
+        return _dated(item, checked, copy)
 
     def _count(self, answer: Answer) -> None:
         if answer.reached:

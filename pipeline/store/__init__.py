@@ -11,7 +11,9 @@ retry through outages):
     results   a batch of outcomes in one transaction, fenced by the worker's lease
     registry  workers: register, heartbeat and coordinate, liveness, advisory locks
     jobs      find, create, halt, requeue (`retry`), summaries (uses the registry)
-    reads     plate reads and items streamed, known files for the dry run, read-only SQL
+    reads     plate reads and items streamed, known files for the dry run, recognitions by
+              content (dedupe), read-only SQL
+    copies    copies stored from their source's recognition, recognitions gone stale
 
 A store's modes are fixed when it is made: open one with
 

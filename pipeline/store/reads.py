@@ -7,7 +7,6 @@ from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from typing import Any
 
 from sqlalchemy import (
-    case,
     func,
     select,
     text,
@@ -117,15 +116,17 @@ class ReadsMixin(StoreBase):
     async def find_recognition(self, sha256: str, item_id: int) -> tuple[int, int] | None:
         """A recognition of the content `sha256`, any job: (its item, the item whose call paid
         for it), `item_id`'s own first; None if the content was never recognized."""
-        query = (
-            select(recognitions.c.item_id, func.coalesce(items.c.copy_of, items.c.id))
-            .join(items, items.c.id == recognitions.c.item_id)
-            .where(recognitions.c.sha256 == sha256)
-            .order_by(case((recognitions.c.item_id == item_id, 0), else_=1), recognitions.c.item_id)
-            .limit(1)
+        # Two index look-ups, never a scan of every copy of a content (a blank frame may have
+        # thousands): the item's own recognition by its key, else any one by the content.
+        found = select(recognitions.c.item_id, func.coalesce(items.c.copy_of, items.c.id)).join(
+            items, items.c.id == recognitions.c.item_id
         )
+        own = found.where(recognitions.c.item_id == item_id, recognitions.c.sha256 == sha256)
+        other = found.where(recognitions.c.sha256 == sha256).limit(1)
         async with self._begin(writes=False) as connection:
-            row = (await connection.execute(query)).first()
+            row = (await connection.execute(own)).first() or (
+                await connection.execute(other)
+            ).first()
         return (row[0], row[1]) if row else None
 
     async def recognized(self, digests: Sequence[str]) -> set[str]:
