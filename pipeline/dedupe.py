@@ -36,10 +36,15 @@ Source = tuple[int, int]
 # committed (the writer commits within a batch's linger): an item that comes just after its
 # twin's answer finds neither a call in flight nor a row yet. Bounded: 64-byte keys, ~1 MB.
 RECENT_CONTENTS = 8192
+# How long the first look-up of a batch waits for others, so that a batch is one hand-off (one
+# transaction on PostgreSQL): a look-up each through the store's engine cost 1.5 ms of CPU an
+# image (3,000 tiny images on SQLite, 2.6 ms for all the rest). Before a call that takes
+# 400 ms, 5 ms is nothing.
+LOOK_UP_LINGER_S = 0.005
 
 
 class Recognitions(Protocol):
-    def find_recognition(self, sha256: str, item_id: int) -> Awaitable[Source | None]: ...
+    def find_recognitions(self, asked: dict[int, str]) -> Awaitable[dict[int, Source]]: ...
 
 
 class Dedupe:
@@ -51,6 +56,9 @@ class Dedupe:
         self._in_flight: dict[str, asyncio.Future[Source | None]] = {}
         self._owners: dict[int, str] = {}  # item -> the digest whose future it settles
         self._recent: OrderedDict[str, Source] = OrderedDict()
+        # Look-ups asked while one is out go in the next, together: one transaction a batch.
+        self._asked: dict[int, tuple[str, asyncio.Future[Source | None]]] = {}
+        self._looking: asyncio.Task[None] | None = None
 
     async def before_call(self, item: ClaimedItem, checked: Checked) -> Outcome | None:
         """A `done` outcome with no call when `checked`'s content was recognized; None: the
@@ -68,7 +76,7 @@ class Dedupe:
         self._in_flight[digest] = asyncio.get_running_loop().create_future()
         self._owners[item.id] = digest
         try:
-            source = await self.store.find_recognition(digest, item.id)
+            source = await self._look_up(item.id, digest)
         except BaseException:
             self._settle(item.id, None)
             raise
@@ -76,6 +84,30 @@ class Dedupe:
             return None
         self._settle(item.id, source)
         return copy_outcome(item, checked, source)
+
+    async def _look_up(self, item_id: int, digest: str) -> Source | None:
+        """The database's recognition of `digest` for `item_id`, looked up with the others
+        asked meanwhile."""
+        answer: asyncio.Future[Source | None] = asyncio.get_running_loop().create_future()
+        self._asked[item_id] = (digest, answer)
+        if self._looking is None or self._looking.done():
+            self._looking = asyncio.create_task(self._look_up_asked(), name="dedupe-look-up")
+        return await answer
+
+    async def _look_up_asked(self) -> None:
+        await asyncio.sleep(LOOK_UP_LINGER_S)
+        while self._asked:
+            asked, self._asked = self._asked, {}
+            try:
+                found = await self.store.find_recognitions({i: d for i, (d, _) in asked.items()})
+            except Exception as exc:  # each asker raises it (a database away too long)
+                for _, answer in asked.values():
+                    if not answer.done():
+                        answer.set_exception(exc)
+                continue
+            for item_id, (_, answer) in asked.items():
+                if not answer.done():  # its asker was cancelled meanwhile
+                    answer.set_result(found.get(item_id))
 
     def settle(self, outcome: Outcome) -> None:
         """The item's outcome is with the writer: whoever waits on its content copies it if

@@ -82,6 +82,7 @@ class Store(JobsMixin, QueueMixin, ResultsMixin, ReadsMixin):
             await store.close()
 
     async def close(self) -> None:
+        self._close_contents()
         await self._drop_worker_lock()
         await self.engine.dispose()
 

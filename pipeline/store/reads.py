@@ -3,6 +3,8 @@ and read-only SQL for the demo and tests. Nothing here writes."""
 
 from __future__ import annotations
 
+import functools
+import os
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from typing import Any
 
@@ -12,11 +14,14 @@ from sqlalchemy import (
     text,
 )
 
+from pipeline.db import display_url, parse_url
+from pipeline.preflight import in_daemon_thread
 from pipeline.records import (
     Job,
     KnownFile,
 )
 from pipeline.schema import items, jobs, plates, recognitions
+from pipeline.store.contents import SqliteContents
 from pipeline.store.engine import StoreBase, has_schema, retried
 from pipeline.store.results import BOX_COLUMNS
 
@@ -113,21 +118,54 @@ class ReadsMixin(StoreBase):
                 yield path, raw_path
 
     @retried
-    async def find_recognition(self, sha256: str, item_id: int) -> tuple[int, int] | None:
-        """A recognition of the content `sha256`, any job: (its item, the item whose call paid
-        for it), `item_id`'s own first; None if the content was never recognized."""
-        # Two index look-ups, never a scan of every copy of a content (a blank frame may have
-        # thousands): the item's own recognition by its key, else any one by the content.
-        found = select(recognitions.c.item_id, func.coalesce(items.c.copy_of, items.c.id)).join(
-            items, items.c.id == recognitions.c.item_id
+    async def find_recognitions(self, asked: dict[int, str]) -> dict[int, tuple[int, int]]:
+        """For items -> the content each read (SHA-256): item -> (a recognition of the same
+        content, any job: its item; the item whose call paid for it), the item's own first.
+        Items whose content was never recognized are left out. One read transaction (on
+        SQLite, one hand-off to a thread) for a whole batch: a look-up each would cost more
+        than the rest of an image."""
+        if not self._postgres and self._contents is not None:
+            return await in_daemon_thread(self._contents.find, asked)
+        payer = func.coalesce(items.c.copy_of, items.c.id)
+        own = (
+            select(recognitions.c.item_id, recognitions.c.sha256, payer)
+            .join(items, items.c.id == recognitions.c.item_id)
+            .where(recognitions.c.item_id.in_(list(asked)))
         )
-        own = found.where(recognitions.c.item_id == item_id, recognitions.c.sha256 == sha256)
-        other = found.where(recognitions.c.sha256 == sha256).limit(1)
+        # The first recognition of each content: by the content index, then its payer.
+        first = (
+            select(recognitions.c.sha256, func.min(recognitions.c.item_id).label("item_id"))
+            .where(recognitions.c.sha256.in_(set(asked.values())))
+            .group_by(recognitions.c.sha256)
+            .subquery()
+        )
+        other = select(first.c.sha256, first.c.item_id, payer).join(
+            items, items.c.id == first.c.item_id
+        )
         async with self._begin(writes=False) as connection:
-            row = (await connection.execute(own)).first() or (
-                await connection.execute(other)
-            ).first()
-        return (row[0], row[1]) if row else None
+            found = {
+                item: (item, paid)
+                for item, sha256, paid in await connection.execute(own)
+                if asked[item] == sha256
+            }
+            if len(found) < len(asked):
+                by_content = {s: (i, p) for s, i, p in await connection.execute(other)}
+                for item, sha256 in asked.items():
+                    if item not in found and sha256 in by_content:
+                        found[item] = by_content[sha256]
+        return found
+
+    @functools.cached_property
+    def _contents(self) -> SqliteContents | None:
+        """A SQLite file's own look-up connection (None: in memory, the engine's only)."""
+        database = parse_url(self.url).database
+        if not database or database == ":memory:":
+            return None
+        return SqliteContents(os.path.abspath(database), display_url(self.url))
+
+    def _close_contents(self) -> None:
+        if self.__dict__.get("_contents") is not None:
+            self._contents.close()  # type: ignore[union-attr]
 
     async def recognized(self, digests: Sequence[str]) -> set[str]:
         """Those of `digests` recognized already, any job: what a dry run counts as copies."""

@@ -24,12 +24,12 @@ class Recognitions:
 
     def __init__(self, known: dict[str, tuple[int, int]] | None = None) -> None:
         self.known = known or {}
-        self.looked_up: list[tuple[str, int]] = []
+        self.looked_up: list[dict[int, str]] = []
 
-    async def find_recognition(self, sha256: str, item_id: int) -> tuple[int, int] | None:
-        self.looked_up.append((sha256, item_id))
+    async def find_recognitions(self, asked: dict[int, str]) -> dict[int, tuple[int, int]]:
+        self.looked_up.append(asked)
         await asyncio.sleep(0)
-        return self.known.get(sha256)
+        return {item: self.known[d] for item, d in asked.items() if d in self.known}
 
     async def recognized(self, digests):
         return {d for d in digests if d in self.known}
@@ -61,7 +61,7 @@ async def test_a_twin_in_flight_waits_and_copies_the_first_s_recognized_answer()
 
     assert copy is not None and copy.status is ItemStatus.DONE and copy.call is None
     assert (copy.copied_from, copy.copy_of, copy.is_copy) == (1, 1, True)
-    assert dedupe.store.looked_up == [(CHECKED.sha256, 1)]
+    assert dedupe.store.looked_up == [{1: CHECKED.sha256}]
     # One that comes after the answer, before its commit, copies it too.
     later = await dedupe.before_call(item(3), CHECKED)
     assert later is not None and later.copy_of == 1
@@ -101,3 +101,14 @@ async def test_the_dry_run_counts_recognized_and_repeated_contents() -> None:
     await off.add(["b", "b"])
 
     assert (plan.count, off.count) == (3, 0)
+
+
+async def test_look_ups_asked_together_go_in_one_batch() -> None:
+    store = Recognitions({"b": (7, 5)})
+    dedupe = Dedupe(store)
+    contents = {n: Checked(b"\xff\xd8\xff", 3, 1.0, digest) for n, digest in enumerate("abc")}
+
+    found = await asyncio.gather(*(dedupe.before_call(item(n), c) for n, c in contents.items()))
+
+    assert store.looked_up == [{0: "a", 1: "b", 2: "c"}]
+    assert [f and f.copy_of for f in found] == [None, 5, None]
