@@ -5,8 +5,8 @@ a. A tree where 30 % of the files are byte-identical copies of others, half of t
    second job's folder (with new pictures of its own too): the calls of both jobs against the
    distinct contents (target: equal), and every copy `done` with its payer's reads.
 b. A finished job of `images` pictures, every file touched (`os.utime`, as `touch` or rsync
-   without -t leave it), `run` again: its calls (target 0) and its time; then the rescan of the
-   unchanged tree in process (the scan path is untouched by hashing).
+   without -t leave it), `run` again: its calls (target 0) and its time.
+c. Then the rescan of the unchanged tree, in process (the scan hashes nothing).
 """
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ def measure(bench: Bench) -> None:
     queued, scan_s = asyncio.run(scan_and_enqueue(db_url, "touched", tree.root))
     bench.figure(
         m,
-        f"b. rescan of the unchanged {tree.files} files, in process",
+        f"c. rescan of the unchanged {tree.files} files, in process",
         f"{queued} queued, {tree.files / scan_s:,.0f} files/s",
         tree.files / scan_s,
     )

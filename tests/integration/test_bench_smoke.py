@@ -34,6 +34,7 @@ EXPECTED_FIGURES = {
     ],
     "postgres": ["PostgreSQL / SQLite"],
     "workers": ["ratio 4/1"],
+    "dedupe": ["a. ", "b. "],
 }
 NEEDS_POSTGRES = ("postgres", "workers")
 INFO_FIGURES = {
@@ -46,6 +47,7 @@ INFO_FIGURES = {
     ],
     "scale": ["platepipe status (process wall)", "peak RSS"],
     "workers": ["1 worker", "4 workers", "calls made"],
+    "dedupe": ["c. rescan"],
 }
 
 
