@@ -23,6 +23,7 @@ writer stores a copy in the batch's transaction, fenced by the lease as any outc
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Sequence
 from typing import Protocol
@@ -35,7 +36,10 @@ Source = tuple[int, int]
 # Contents recognized in this process lately, kept until their recognition is surely
 # committed (the writer commits within a batch's linger): an item that comes just after its
 # twin's answer finds neither a call in flight nor a row yet. Bounded: 64-byte keys, ~1 MB.
+# Not for longer: should that recognition never be stored (its lease lost), its copies are put
+# back to pending, and must then find the database's answer, not this one again.
 RECENT_CONTENTS = 8192
+RECENT_S = 10.0
 # How long the first look-up of a batch waits for others, so that a batch is one hand-off (one
 # transaction on PostgreSQL): a look-up each through the store's engine cost 1.5 ms of CPU an
 # image (3,000 tiny images on SQLite, 2.6 ms for all the rest). Before a call that takes
@@ -55,7 +59,7 @@ class Dedupe:
         self.store = store
         self._in_flight: dict[str, asyncio.Future[Source | None]] = {}
         self._owners: dict[int, str] = {}  # item -> the digest whose future it settles
-        self._recent: OrderedDict[str, Source] = OrderedDict()
+        self._recent: OrderedDict[str, tuple[Source, float]] = OrderedDict()  # monotonic
         # Look-ups asked while one is out go in the next, together: one transaction a batch.
         self._asked: dict[int, tuple[str, asyncio.Future[Source | None]]] = {}
         self._looking: asyncio.Task[None] | None = None
@@ -71,7 +75,7 @@ class Dedupe:
             source = await asyncio.shield(pending)
             if source is not None:
                 return copy_outcome(item, checked, source)
-        if (recent := self._recent.get(digest)) is not None:
+        if (recent := self._recently(digest)) is not None:
             return copy_outcome(item, checked, recent)
         self._in_flight[digest] = asyncio.get_running_loop().create_future()
         self._owners[item.id] = digest
@@ -125,9 +129,16 @@ class Dedupe:
         if not future.done():
             future.set_result(source)
         if source is not None:
-            self._recent[digest] = source
+            self._recent[digest] = (source, time.monotonic())
             if len(self._recent) > RECENT_CONTENTS:
                 self._recent.popitem(last=False)
+
+    def _recently(self, digest: str) -> Source | None:
+        source, at = self._recent.get(digest, (None, 0.0))
+        if source is not None and time.monotonic() - at > RECENT_S:
+            del self._recent[digest]
+            return None
+        return source
 
 
 def copy_outcome(item: ClaimedItem, checked: Checked, source: Source) -> Outcome:

@@ -112,3 +112,16 @@ async def test_look_ups_asked_together_go_in_one_batch() -> None:
 
     assert store.looked_up == [{0: "a", 1: "b", 2: "c"}]
     assert [f and f.copy_of for f in found] == [None, 5, None]
+
+
+async def test_a_recent_answer_is_reused_only_for_a_while(monkeypatch) -> None:
+    # Its recognition may never be stored (a lease lost): later twins ask the database again.
+    monkeypatch.setattr("pipeline.dedupe.RECENT_S", -1.0)
+    store = Recognitions()
+    dedupe = Dedupe(store)
+    assert await dedupe.before_call(item(1), CHECKED) is None
+    dedupe.settle(answered(1, ItemStatus.DONE))
+
+    assert await dedupe.before_call(item(2), CHECKED) is None  # not found there: it calls
+
+    assert store.looked_up == [{1: CHECKED.sha256}, {2: CHECKED.sha256}]
