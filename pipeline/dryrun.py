@@ -5,7 +5,8 @@ Exact because it decides as the run does, with the run's own parts: the scanner'
 roots each walked once, `--min-age`), the store's rule for a file that changed since it was
 done (`requeues`), and the workers' pre-flight check of every file to be sent
 (`read_checked`: empty, too large, not an image, unreadable, missing cost no call; with
-fitting on, a picture over 5 MB is decoded to tell one that fits from one skipped).
+fitting on, a picture over 5 MB is decoded to tell one that fits from one skipped), and the
+content look-up of `dedupe.py` (`ContentPlan`: recognized already, or planned once already).
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ from pipeline.budget import left_today
 from pipeline.capture import PathPattern
 from pipeline.config import JobSettings
 from pipeline.db import parse_url
+from pipeline.dedupe import ContentPlan
 from pipeline.errors import EXIT_OK
 from pipeline.fitting import Fitter
 from pipeline.progress import format_duration
+from pipeline.records import Checked
 from pipeline.scanner import SCAN_BATCH_FILES, Filter, ScanStats, batches, walk
 from pipeline.store import Store, requeues
 
@@ -40,6 +43,7 @@ class Plan:
     finished: int = 0  # found, and done, failed or skipped already, unchanged: not sent
     skips: Counter[str] = field(default_factory=Counter)  # of those to send: no call, why
     too_recent: int = 0
+    copies: ContentPlan = field(default_factory=ContentPlan)  # of those to send: no call
 
     @property
     def to_send(self) -> int:
@@ -47,7 +51,7 @@ class Plan:
 
     @property
     def calls(self) -> int:
-        return self.to_send - sum(self.skips.values())
+        return self.to_send - sum(self.skips.values()) - self.copies.count
 
 
 async def dry_run(settings: JobSettings) -> int:
@@ -71,6 +75,11 @@ async def dry_run(settings: JobSettings) -> int:
         f"{plan.changed} changed, {plan.pending} pending, {plan.finished} already finished, "
         f"{sum(plan.skips.values())} would be skipped without a call"
         + (f" ({skips})" if skips else "")
+        + (
+            f", {plan.copies.count} copies of content recognized already"
+            if plan.copies.count
+            else ""
+        )
     )
     if plan.too_recent:
         click.echo(f"{plan.too_recent} files modified within --min-age left for the next run")
@@ -83,7 +92,7 @@ async def dry_run(settings: JobSettings) -> int:
 
 
 async def _plan(store: Store | None, settings: JobSettings) -> Plan:
-    plan = Plan()
+    plan = Plan(copies=ContentPlan(store if settings.dedupe else None, settings.dedupe))
     stats = ScanStats()
     keep = Filter(settings.include, settings.exclude)
     capture = PathPattern.parse(settings.capture_pattern)
@@ -115,14 +124,19 @@ async def _plan(store: Store | None, settings: JobSettings) -> Plan:
 
 
 async def _check(paths: Iterable[str | bytes], plan: Plan, fitter: Fitter) -> None:
-    """Count the files the workers' pre-flight check would skip without a call."""
+    """Count the files the workers' pre-flight check would skip without a call, and the
+    copies of content that costs none."""
     paths = list(paths)
     for start in range(0, len(paths), CHECKS_AT_ONCE):
+        digests = []
         for checked in await asyncio.gather(
             *(fitter.preflight(p) for p in paths[start : start + CHECKS_AT_ONCE])
         ):
-            if isinstance(checked, tuple):
+            if isinstance(checked, Checked):
+                digests.append(checked.sha256)
+            else:
                 plan.skips[checked[0]] += 1
+        await plan.copies.add(digests)
 
 
 async def _chunks(rows: AsyncIterator[tuple], size: int) -> AsyncIterator[list[tuple]]:

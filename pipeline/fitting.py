@@ -33,6 +33,7 @@ from pipeline.preflight import (
     MAX_IMAGE_BYTES,
     PNG_MAGIC,
     Read,
+    Refused,
     read_checked,
     sniff_type,
 )
@@ -248,4 +249,4 @@ class Fitter:
             return checked
         async with self._slots:
             unfit = await asyncio.to_thread(check, checked.data)
-        return unfit or checked
+        return Refused(*unfit, checked.sha256) if unfit else checked

@@ -9,6 +9,9 @@ image is an image.
 The bytes come with the size and mtime of that same `fstat`, so the item records the file as
 it was sent, not as the scan saw it: an unchanged tree is never paid for twice.
 
+The bytes are hashed (SHA-256) in the thread that read them, once: what tells a copy of a
+picture already recognized (`dedupe.py`) costs no second read.
+
 Reads run in daemon threads (`in_daemon_thread`): a read stuck on a hung network mount holds
 up neither the event loop nor the process's exit.
 """
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import queue
 import stat
@@ -36,8 +40,20 @@ OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
 T = TypeVar("T")
 
 
-# A file's bytes, or why it cannot be sent (reason, message): no call is spent on it.
-Read = Checked | tuple[str, str]
+class Refused(tuple[str, str]):
+    """Why a file cannot be sent, (reason, message): no call is spent on it. `sha256`: the
+    content's digest when the whole file was read (empty, not an image), else None."""
+
+    sha256: str | None
+
+    def __new__(cls, reason: str, message: str, sha256: str | None = None) -> Refused:
+        refused = super().__new__(cls, (reason, message))
+        refused.sha256 = sha256
+        return refused
+
+
+# A file's bytes, or why it cannot be sent: no call is spent on it.
+Read = Checked | Refused
 
 
 class NotRegular(OSError):
@@ -79,6 +95,14 @@ def _read_head(path: str | bytes, limit_bytes: int) -> tuple[bytes, os.stat_resu
         os.close(fd)
 
 
+def _read_hashed(path: str | bytes, limit_bytes: int) -> tuple[bytes, os.stat_result, str | None]:
+    """`_read_head` and the bytes' SHA-256 (hex), in the same thread; None when the file
+    was not read whole (over the limit)."""
+    data, st = _read_head(path, limit_bytes)
+    whole = len(data) <= limit_bytes
+    return data, st, hashlib.sha256(data).hexdigest() if whole else None
+
+
 def _refuse_unless_regular(st: os.stat_result) -> None:
     if not stat.S_ISREG(st.st_mode):
         raise NotRegular(f"{_kind(st.st_mode)}, not a regular file")
@@ -97,31 +121,33 @@ def _kind(mode: int) -> str:
 
 
 async def read_checked(path: str | bytes, limit_bytes: int = MAX_IMAGE_BYTES) -> Read:
-    """The file's bytes (a `Checked`), or (reason, message) when the API would reject it.
+    """The file's bytes (a `Checked`), or a `Refused` (reason, message) when the API would
+    reject it; either with the content's SHA-256 when the whole file was read.
 
     `limit_bytes` is the most read: the API's limit, or with fitting on (pipeline/fitting.py)
     its read cap, the bytes over the API's limit then being fitted before they are sent."""
     try:
-        data, st = await in_daemon_thread(_read_head, path, limit_bytes)
+        data, st, digest = await in_daemon_thread(_read_hashed, path, limit_bytes)
     except FileNotFoundError:
-        return "missing", "the file vanished since the scan"
+        return Refused("missing", "the file vanished since the scan")
     except NotRegular as exc:
-        return "not_image", str(exc)
+        return Refused("not_image", str(exc))
     except IsADirectoryError:
-        return "not_image", "a directory, not a file"
+        return Refused("not_image", "a directory, not a file")
     except PermissionError as exc:
-        return "unreadable", exc.strerror or "permission denied"
+        return Refused("unreadable", exc.strerror or "permission denied")
     except OSError as exc:
-        return "unreadable", exc.strerror or str(exc)
+        return Refused("unreadable", exc.strerror or str(exc))
     if not data:
-        return "empty", "zero bytes"
+        return Refused("empty", "zero bytes", digest)
     if len(data) > limit_bytes:
         if limit_bytes == MAX_IMAGE_BYTES:
-            return "too_large", f"over the API's {MAX_IMAGE_BYTES} bytes"
-        return "too_large", f"over the {limit_bytes} bytes read at most to fit a picture"
+            return Refused("too_large", f"over the API's {MAX_IMAGE_BYTES} bytes", digest)
+        message = f"over the {limit_bytes} bytes read at most to fit a picture"
+        return Refused("too_large", message, digest)
     if sniff_type(data[:8]) is None:
-        return "not_image", "neither JPEG nor PNG by its first bytes"
-    return Checked(data, st.st_size, st.st_mtime)
+        return Refused("not_image", "neither JPEG nor PNG by its first bytes", digest)
+    return Checked(data, st.st_size, st.st_mtime, digest)
 
 
 class DaemonThreads:

@@ -141,10 +141,29 @@ class Outcome:
     size: int | None = None
     mtime: float | None = None
     fit: Fit | None = None  # set when the picture sent was fitted to the API's 5 MB
+    # The content read (SHA-256, hex), kept on the item whatever the outcome; None: not read.
+    sha256: str | None = None
+    # A result taken, with no call, from a recognition of the same content: the item whose
+    # recognition it is (this item's own, for a file touched but not changed). None: not so.
+    copied_from: int | None = None
+    # For a done outcome, `items.copy_of`: the item whose call paid for the result; None when
+    # this item paid for it (or made no call yet).
+    copy_of: int | None = None
 
     @property
     def recognition(self) -> Recognition | None:
         return self.call.answer.recognition if self.call else None
+
+    @property
+    def is_copy(self) -> bool:
+        """Done from another item's recognition of the same content: no call (what `usage`
+        counts as a copy). A file only touched, done again from its own, is `unchanged`."""
+        return self.copied_from is not None and self.copied_from != self.item_id
+
+    @property
+    def unchanged(self) -> bool:
+        """Done again from this item's own recognition of the same content: no call."""
+        return self.copied_from == self.item_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +173,7 @@ class Checked:
     data: bytes
     size: int
     mtime: float
+    sha256: str | None = None  # of `data`, hashed in the thread that read it
 
 
 @dataclass(frozen=True, slots=True)

@@ -85,6 +85,7 @@ def format_report(report: Any) -> str:
         f"({pool.retries} retried) in {elapsed:.1f}s, {rate:.1f} calls/s",
     ]
     lines += _call_trouble(report.calls)
+    lines += _no_call(pool)
     if report.scan.recaptured:
         lines.append(
             f"  camera or capture time taken from the path for {report.scan.recaptured} "
@@ -103,6 +104,16 @@ def format_report(report: Any) -> str:
         why = report.message or report.stopped_by
         lines.append(f"stopped early ({why}): run again to resume")
     return "\n".join(lines)
+
+
+def _no_call(pool: Any) -> list[str]:
+    """Items done from a recognition of the same content (pipeline/dedupe.py)."""
+    parts = []
+    if getattr(pool, "copies", 0):
+        parts.append(f"copies {pool.copies} (no call)")
+    if getattr(pool, "unchanged", 0):
+        parts.append(f"unchanged content {pool.unchanged} (no call)")
+    return ["  " + ", ".join(parts)] if parts else []
 
 
 def _call_trouble(tally: Any) -> list[str]:

@@ -25,6 +25,7 @@ from pipeline.claimer import Claimer, ClaimQueue
 from pipeline.client import NhnClient
 from pipeline.config import RunSettings
 from pipeline.coordinator import Coordinator, Registration, stop_at_end_of_window
+from pipeline.dedupe import Dedupe
 from pipeline.fitting import Fitter
 from pipeline.pacing import Breaker, RateGovernor
 from pipeline.progress import LIVE_REFRESH_S, LineProgress, LiveProgress, Snapshot
@@ -75,6 +76,7 @@ class Stages:
             lease=self.lease,
             fitter=Fitter(settings.fit),
             budget=budget_for(settings.daily_budget, self.store, self.lease, stop.request),
+            dedupe=Dedupe(self.store) if settings.dedupe else None,
         )
         stop.on_stop(self.claimer.wake)
         stop.on_stop(breaker.abort)  # workers waiting out an outage put their items back

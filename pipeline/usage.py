@@ -49,13 +49,14 @@ def first_day(days: int, today: str | None = None) -> str:
 def usage_counts(outcomes: Iterable[Outcome], job_id: int) -> dict[tuple[str, int], Counts]:
     """Per (local day, job), what `outcomes` add to `usage`: one call for each that reached
     the API (as `jobs.calls` counts them), on the day its budget hold was taken, else the day
-    it started, and one fit for each of those that sent a fitted picture.
-
-    Copies are 0 for now (wired with the dedupe outcomes).
+    it started, and one fit for each of those that sent a fitted picture; one copy, today,
+    for each done from another item's recognition of the same content (no call).
     """
     counts: dict[tuple[str, int], Counts] = {}
     for outcome in outcomes:
         call = outcome.call
+        if outcome.is_copy:
+            counts.setdefault((local_day(), job_id), Counts()).copies += 1
         if call is None or not call.answer.reached:
             continue
         day = call.hold.day if call.hold is not None else local_day(call.started_at)

@@ -20,11 +20,21 @@ from typing import Any
 from pipeline.budget import DailyBudget, Hold, with_hold
 from pipeline.capture import exif_taken_at, from_mtime
 from pipeline.client import NhnClient
+from pipeline.dedupe import Dedupe
 from pipeline.fitting import Fitter, with_fit
 from pipeline.lease import Lease
 from pipeline.pacing import Breaker, OutageTooLong, RateGovernor
-from pipeline.preflight import Read, read_checked
-from pipeline.records import Answer, Call, CallResult, ClaimedItem, ItemStatus, Outcome, utcnow
+from pipeline.preflight import Read, Refused, read_checked
+from pipeline.records import (
+    Answer,
+    Call,
+    CallResult,
+    Checked,
+    ClaimedItem,
+    ItemStatus,
+    Outcome,
+    utcnow,
+)
 from pipeline.verdicts import Verdict, is_refusal, result_key
 
 log = logging.getLogger(__name__)
@@ -104,6 +114,8 @@ class RetryPolicy:
 class PoolStats:
     calls: int = 0  # paid for: the request cap, progress and the summary
     retries: int = 0  # answers that left their item pending for another attempt
+    copies: int = 0  # done from another item's recognition of the same content: no call
+    unchanged: int = 0  # done again from the item's own recognition (touched): no call
 
 
 def _fatal_line(answer: Answer) -> str:
@@ -113,6 +125,14 @@ def _fatal_line(answer: Answer) -> str:
     if key is None:
         return answer.message
     return f"the API refused the run: {answer.code} {key}: {answer.message}"
+
+
+def _dated(item: ClaimedItem, checked: Checked, outcome: Outcome) -> Outcome:
+    """A done item the path did not date: dated by its EXIF, else its mtime."""
+    if outcome.status is not ItemStatus.DONE or item.captured_at is not None:
+        return outcome
+    taken_at = exif_taken_at(checked.data) or from_mtime(checked.mtime)
+    return dataclasses.replace(outcome, captured_at=taken_at)
 
 
 def _set_event() -> asyncio.Event:
@@ -137,6 +157,7 @@ class WorkerPool:
     lease: Lease | None = None  # no call for an item whose lease may have gone to another worker
     fitter: Fitter = field(default_factory=lambda: Fitter(enabled=False))  # pictures over 5 MB
     budget: DailyBudget | None = None  # --daily-budget: each call held in the database first
+    dedupe: Dedupe | None = None  # content recognized already is copied, not paid (--dedupe)
     stats: PoolStats = field(default_factory=PoolStats)
     _idle: int = 0  # workers waiting for an item
     _answered: bool = False  # something reached the API in this run
@@ -172,6 +193,8 @@ class WorkerPool:
                 if reading is not None:
                     reading.cancel()  # a no-op once read; else its bytes are not wanted
             await self.results.put(outcome)
+            if self.dedupe is not None:
+                self.dedupe.settle(outcome)  # after the put: a copy is written after its payer
 
     async def _next(self) -> tuple[ClaimedItem | None, asyncio.Future[Read] | None]:
         """Wait for the next item (None: the end), counted idle meanwhile; start its read."""
@@ -212,12 +235,12 @@ class WorkerPool:
         if not await self._unless_stopped(reading):
             return release  # its item goes back to pending, unsent
         checked = reading.result()
-        if isinstance(checked, tuple):
-            reason, message = checked
-            return Outcome(item.id, ItemStatus.SKIPPED, item.attempts, reason, message)
+        copy = await self._copy(item, checked) if isinstance(checked, Checked) else None
+        if copy is not None or not isinstance(checked, Checked):
+            return self._without_call(item, checked, copy)
         upload = await self.fitter.upload(checked.data)  # fitted, if over the API's limit
         if isinstance(upload, tuple):
-            return Outcome(item.id, ItemStatus.SKIPPED, item.attempts, *upload)
+            return self._without_call(item, Refused(*upload, checked.sha256), None)
         # Results that cannot be written would be paid for in vain: no call starts until the
         # database takes writes again (the writer rides it out, or the run stops).
         back = self.writable
@@ -260,14 +283,28 @@ class WorkerPool:
         self._stop_if_hopeless(answer)
         outcome = with_hold(self.policy.outcome(item, answer, started_at, outage=outage), hold)
         # The item records the file as it was sent, not as the scan saw it.
-        outcome = dataclasses.replace(outcome, size=checked.size, mtime=checked.mtime)
+        outcome = dataclasses.replace(
+            outcome, size=checked.size, mtime=checked.mtime, sha256=checked.sha256
+        )
         outcome = with_fit(outcome, upload.fit)  # its boxes in the original's pixels
         if outcome.status is ItemStatus.PENDING and answer.verdict is not Verdict.FATAL:
             self.stats.retries += 1
-        if outcome.status is ItemStatus.DONE and item.captured_at is None:
-            taken_at = exif_taken_at(checked.data) or from_mtime(checked.mtime)
-            outcome = dataclasses.replace(outcome, captured_at=taken_at)
-        return outcome
+        return _dated(item, checked, outcome)
+
+    async def _copy(self, item: ClaimedItem, checked: Checked) -> Outcome | None:
+        """`item` done from a recognition of the same content, if dedupe finds one."""
+        return await self.dedupe.before_call(item, checked) if self.dedupe else None
+
+    def _without_call(self, item: ClaimedItem, checked: Read, copy: Outcome | None) -> Outcome:
+        """The outcome of an item that costs no call: a skip, or a copy."""
+        if not isinstance(checked, Checked):
+            reason, message = checked
+            skip = Outcome(item.id, ItemStatus.SKIPPED, item.attempts, reason, message)
+            return dataclasses.replace(skip, sha256=checked.sha256)
+        assert copy is not None
+        self.stats.copies += copy.is_copy
+        self.stats.unchanged += copy.unchanged
+        return _dated(item, checked, copy)
 
     async def _reserve(self) -> tuple[bool, Hold | None]:
         """Under --daily-budget, the call held in the database first (False: none left)."""

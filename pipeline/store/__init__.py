@@ -11,7 +11,9 @@ retry through outages):
     results   a batch of outcomes in one transaction, fenced by the worker's lease
     registry  workers: register, heartbeat and coordinate, liveness, advisory locks
     jobs      find, create, halt, requeue (`retry`), summaries (uses the registry)
-    reads     plate reads and items streamed, known files for the dry run, read-only SQL
+    reads     plate reads and items streamed, known files for the dry run, recognitions by
+              content (dedupe), read-only SQL
+    copies    copies stored from their source's recognition, recognitions gone stale
     budget    the daily budget's holds, the usage ledger per day and job
 
 A store's modes are fixed when it is made: open one with
@@ -82,6 +84,7 @@ class Store(JobsMixin, QueueMixin, ResultsMixin, ReadsMixin, BudgetMixin):
             await store.close()
 
     async def close(self) -> None:
+        self._close_contents()
         await self._drop_worker_lock()
         await self.engine.dispose()
 

@@ -15,7 +15,6 @@ from sqlalchemy import (
     Text,
     and_,
     bindparam,
-    delete,
     func,
     or_,
     select,
@@ -33,7 +32,8 @@ from pipeline.records import (
     PendingState,
     utcnow,
 )
-from pipeline.schema import items, plates, recognitions, workers
+from pipeline.schema import items, workers
+from pipeline.store.copies import drop_recognitions
 from pipeline.store.engine import StoreBase, retried, touch
 
 
@@ -218,10 +218,10 @@ class QueueMixin(StoreBase):
             await connection.execute(_RECAPTURE, recaptured)
         if changed:
             await connection.execute(_REQUEUE, changed)
-            # Their old reads describe the old file.
+            # Their old reads describe the old file; those that say which content they are of
+            # stay until it is read again, as what an unchanged content is done from (dedupe).
             ids = [row["item_id"] for row in changed]
-            await connection.execute(delete(plates).where(plates.c.item_id.in_(ids)))
-            await connection.execute(delete(recognitions).where(recognitions.c.item_id.in_(ids)))
+            await drop_recognitions(connection, ids, unless_content_known=True)
         return Added(queued + len(changed), len(recaptured))
 
     def _known_items(self, job: Job, paths: list[str]) -> Any:

@@ -3,20 +3,26 @@ and read-only SQL for the demo and tests. Nothing here writes."""
 
 from __future__ import annotations
 
+import functools
+import os
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from typing import Any
 
 from sqlalchemy import (
+    func,
     select,
     text,
 )
 
+from pipeline.db import display_url, parse_url
+from pipeline.preflight import in_daemon_thread
 from pipeline.records import (
     Job,
     KnownFile,
 )
 from pipeline.schema import items, jobs, plates, recognitions
-from pipeline.store.engine import StoreBase, has_schema
+from pipeline.store.contents import SqliteContents
+from pipeline.store.engine import StoreBase, has_schema, retried
 from pipeline.store.results import BOX_COLUMNS
 
 EXPORT_CHUNK = 1000  # rows fetched at a time while exporting
@@ -110,6 +116,62 @@ class ReadsMixin(StoreBase):
             rows = await connection.stream(query.execution_options(yield_per=EXPORT_CHUNK))
             async for path, raw_path in rows:
                 yield path, raw_path
+
+    @retried
+    async def find_recognitions(self, asked: dict[int, str]) -> dict[int, tuple[int, int]]:
+        """For items -> the content each read (SHA-256): item -> (a recognition of the same
+        content, any job: its item; the item whose call paid for it), the item's own first.
+        Items whose content was never recognized are left out. One read transaction (on
+        SQLite, one hand-off to a thread) for a whole batch: a look-up each would cost more
+        than the rest of an image."""
+        if not self._postgres and self._contents is not None:
+            return await in_daemon_thread(self._contents.find, asked)
+        payer = func.coalesce(items.c.copy_of, items.c.id)
+        own = (
+            select(recognitions.c.item_id, recognitions.c.sha256, payer)
+            .join(items, items.c.id == recognitions.c.item_id)
+            .where(recognitions.c.item_id.in_(list(asked)))
+        )
+        # The first recognition of each content: by the content index, then its payer.
+        first = (
+            select(recognitions.c.sha256, func.min(recognitions.c.item_id).label("item_id"))
+            .where(recognitions.c.sha256.in_(set(asked.values())))
+            .group_by(recognitions.c.sha256)
+            .subquery()
+        )
+        other = select(first.c.sha256, first.c.item_id, payer).join(
+            items, items.c.id == first.c.item_id
+        )
+        async with self._begin(writes=False) as connection:
+            found = {
+                item: (item, paid)
+                for item, sha256, paid in await connection.execute(own)
+                if asked[item] == sha256
+            }
+            if len(found) < len(asked):
+                by_content = {s: (i, p) for s, i, p in await connection.execute(other)}
+                for item, sha256 in asked.items():
+                    if item not in found and sha256 in by_content:
+                        found[item] = by_content[sha256]
+        return found
+
+    @functools.cached_property
+    def _contents(self) -> SqliteContents | None:
+        """A SQLite file's own look-up connection (None: in memory, the engine's only)."""
+        database = parse_url(self.url).database
+        if not database or database == ":memory:":
+            return None
+        return SqliteContents(os.path.abspath(database), display_url(self.url))
+
+    def _close_contents(self) -> None:
+        if self.__dict__.get("_contents") is not None:
+            self._contents.close()  # type: ignore[union-attr]
+
+    async def recognized(self, digests: Sequence[str]) -> set[str]:
+        """Those of `digests` recognized already, any job: what a dry run counts as copies."""
+        query = select(recognitions.c.sha256).where(recognitions.c.sha256.in_(digests)).distinct()
+        rows = await self._read_if_schema(query) if digests else None
+        return {digest for (digest,) in rows or ()}
 
     async def _read_if_schema(self, query: Any) -> list[Any] | None:
         """The query's rows, or None when the database has no schema yet (a dry run on a

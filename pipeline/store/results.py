@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Float,
+    String,
     bindparam,
     delete,
     func,
@@ -30,6 +31,7 @@ from pipeline.records import (
 )
 from pipeline.schema import attempts, items, plates, recognitions
 from pipeline.store.budget import add_usage
+from pipeline.store.copies import drop_stale, store_copies
 from pipeline.store.engine import StoreBase, retried, touch
 from pipeline.store.queue import leased
 
@@ -64,20 +66,18 @@ class ResultsMixin(StoreBase):
             if worker_id is not None:
                 outcomes = await self._still_leased(connection, outcomes, worker_id)
             done = [o for o in outcomes if o.status == "done"]
-            other = [o for o in outcomes if o.status != "done"]
             if done:
-                ids = [o.item_id for o in done]
-                await connection.execute(delete(plates).where(plates.c.item_id.in_(ids)))
+                await self._store_recognitions(connection, done, now)
+            if any(o.copied_from is not None for o in done):
+                # After the calls' own: a copy's source may be in this very batch.
+                outcomes = await store_copies(connection, outcomes, now)
+                done = [o for o in outcomes if o.status == "done"]
+            if done:
                 await connection.execute(
-                    delete(recognitions).where(recognitions.c.item_id.in_(ids))
+                    _SET_DONE.where(*leased(worker_id)), [_done_row(o, now) for o in done]
                 )
-                await connection.execute(insert(recognitions), list(_recognition_rows(done, now)))
-                plate_rows = list(_plate_rows(done))
-                if plate_rows:
-                    await connection.execute(insert(plates), plate_rows)
-                await connection.execute(
-                    _SET_STATE.where(*leased(worker_id)), [_state_row(o, now) for o in done]
-                )
+            other = [o for o in outcomes if o.status != "done"]
+            await drop_stale(connection, other)
             if other:
                 still_ours = [items.c.status == "running", *leased(worker_id)]
                 await connection.execute(
@@ -87,6 +87,22 @@ class ResultsMixin(StoreBase):
                 await connection.execute(_INSERT_ATTEMPT, [_attempt_row(o) for o in paid])
             reached = sum(o.call.answer.reached for o in paid)  # type: ignore[union-attr]
             await touch(connection, job, now, calls=reached)
+
+    async def _store_recognitions(
+        self, connection: AsyncConnection, done: Sequence[Outcome], now: datetime
+    ) -> None:
+        """The recognitions and plates of the calls among `done`, each replacing the item's
+        earlier one (a copy's is already stored, an unchanged item's kept)."""
+        paid = [o for o in done if o.copied_from is None]
+        if not paid:
+            return
+        ids = [o.item_id for o in paid]
+        await connection.execute(delete(plates).where(plates.c.item_id.in_(ids)))
+        await connection.execute(delete(recognitions).where(recognitions.c.item_id.in_(ids)))
+        await connection.execute(insert(recognitions), list(_recognition_rows(paid, now)))
+        plate_rows = list(_plate_rows(paid))
+        if plate_rows:
+            await connection.execute(insert(plates), plate_rows)
 
     async def _still_leased(
         self, connection: AsyncConnection, outcomes: Sequence[Outcome], worker_id: str
@@ -124,6 +140,7 @@ _SET_STATE = (
         ),
         size=func.coalesce(bindparam("b_size", type_=BigInteger), items.c.size),
         mtime=func.coalesce(bindparam("b_mtime", type_=Float), items.c.mtime),
+        sha256=func.coalesce(bindparam("b_sha256", type_=String), items.c.sha256),
         lease_owner=None,
         lease_expires_at=None,
         updated_at=bindparam("b_now"),
@@ -142,8 +159,17 @@ def _state_row(outcome: Outcome, now: datetime) -> dict[str, Any]:
         "b_captured_at": outcome.captured_at,
         "b_size": outcome.size,
         "b_mtime": outcome.mtime,
+        "b_sha256": outcome.sha256,
         "b_now": now,
     }
+
+
+# A done item also says who paid for its result (None: itself); other outcomes leave it.
+_SET_DONE = _SET_STATE.values(copy_of=bindparam("b_copy_of"))
+
+
+def _done_row(outcome: Outcome, now: datetime) -> dict[str, Any]:
+    return {**_state_row(outcome, now), "b_copy_of": outcome.copy_of}
 
 
 # Attempts are numbered 1, 2, 3, ... per item, whatever each one's outcome: throttled, paused
@@ -184,6 +210,7 @@ def _recognition_rows(done: Iterable[Outcome], now: datetime) -> Iterable[dict[s
             "result_code": recognition.result_code,
             "recognized_at": now,
             **_fit_columns(outcome.fit),
+            "sha256": outcome.sha256,
         }
 
 

@@ -8,6 +8,7 @@ Run from the repository root:
     python -m scripts.bench scale --files 1000000   # scan, status, resume, peak RSS: minutes
     python -m scripts.bench postgres                # run on PostgreSQL vs SQLite
     python -m scripts.bench workers                 # 4 `work` processes against 1
+    python -m scripts.bench dedupe                  # copies cost no call, a touched tree none
     python -m scripts.bench all --quick             # every one at tiny sizes (the smoke test)
 
 Each measurement starts what it needs on 127.0.0.1 (the bundled emulator and scratch PostgreSQL
@@ -23,6 +24,7 @@ could not run.
     common      sizes, targets, figures, and Bench: the servers, databases, files of one run
     probes      a `platepipe` child (wall time, peak RSS), CPU per image, the calls' window
     files       trees of tiny JPEGs
-    rate, overhead, scale, postgres, workers: one module per measurement, each a `measure`
+    rate, overhead, scale, postgres, workers, dedupe: one module per measurement, each a
+                `measure`
     cli         the command line
 """

@@ -218,7 +218,14 @@ class Bench:
         return self.start(*args).wait(timeout_s)
 
     def run_job(
-        self, db_url: str, emulator: Emulator, roots: Sequence[Path], *, rate: float, expect: int
+        self,
+        db_url: str,
+        emulator: Emulator,
+        roots: Sequence[Path],
+        *,
+        rate: float,
+        expect: int,
+        options: Sequence[str] = (),
     ) -> Run:
         """`platepipe run` over `roots` into a new job; checks every image ended `done`."""
         job = f"bench-{uuid.uuid4().hex[:8]}"
@@ -228,6 +235,7 @@ class Bench:
         args += ["--endpoint", emulator.url, "--rate", f"{rate:g}", "--quiet"]
         args += ["--concurrency", str(self.sizes.concurrency)]
         args += ["--max-duration", f"{timeout_s:.0f}"]  # a second stop, should ours fail
+        args += options
         phase = Phase.start(emulator, expect)
         child = self.start(*args)
         finished = child.wait(timeout_s + 60)

@@ -35,6 +35,7 @@ EXPECTED_FIGURES = {
     "postgres": ["PostgreSQL / SQLite"],
     "workers": ["ratio 4/1"],
     "fit": ["calls", "box error big.png", "box error big.jpg"],
+    "dedupe": ["a. ", "b. "],
 }
 NEEDS_POSTGRES = ("postgres", "workers")
 INFO_FIGURES = {
@@ -48,6 +49,7 @@ INFO_FIGURES = {
     "scale": ["platepipe status (process wall)", "peak RSS"],
     "workers": ["1 worker", "4 workers", "calls made"],
     "fit": ["fit big.png", "fit big.jpg"],
+    "dedupe": ["c. rescan"],
 }
 
 

@@ -171,6 +171,24 @@ def test_every_readme_query_answers_right(night):
     ]
 
 
+def _section_queries(heading: str) -> dict[str, str]:
+    section = README.split(f"## {heading}", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```sql\n(.*?)```", section, re.DOTALL).group(1)
+    titled = (chunk.strip().partition("\n") for chunk in block.split("\n\n"))
+    return {title.removeprefix("-- ").strip(): sql.strip().rstrip(";") for title, _, sql in titled}
+
+
+def test_paying_once_per_picture_s_queries_find_the_copy_and_its_payer(night):
+    queries = _section_queries("Paying once per picture")
+    files, db, twin = night["files"], night["db"], night["twin"]
+    (twin_from,) = (p for p in files if p != twin and sha256_file(p) == sha256_file(twin))
+
+    ((copy, paid_by, job),) = query(db, queries["Copies and the item that paid for each"])
+    assert ({copy, paid_by}, job) == ({str(twin), str(twin_from)}, JOB)
+    assert query(db, queries["Calls saved by copies, per job"]) == [(JOB, 1)]
+    assert query(db, queries["Files of the same content"]) == [(sha256_file(twin), 2)]
+
+
 def _failure_table() -> dict[str, str]:
     """README's result-code table: each code it names -> the class its row gives."""
     start = README.index("| resultCode (NHN's key) | class: what happens |")

@@ -4,6 +4,7 @@ sizes, what is not a regular file, and the daemon threads that read."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import socket
 import threading
@@ -122,7 +123,8 @@ async def test_read_checked_gives_the_size_and_mtime_the_bytes_were_read_at(tmp_
 
     result = await read_checked(str(path))
 
-    assert result == Checked(JPEG_MAGIC + b"the frame", 12, 1_700_000_000.5)
+    data = JPEG_MAGIC + b"the frame"
+    assert result == Checked(data, 12, 1_700_000_000.5, hashlib.sha256(data).hexdigest())
 
 
 async def test_read_checked_follows_a_symlink_to_an_image(tmp_path: Path) -> None:
@@ -207,3 +209,19 @@ def test_daemon_threads_run_every_job_and_one_stuck_job_holds_up_no_other() -> N
 
     assert sorted(done) == list(range(200))
     never.set()
+
+
+async def test_read_checked_hashes_the_bytes_it_read_and_what_it_refuses_after_reading(
+    tmp_path: Path,
+) -> None:
+    data = PNG_MAGIC + b"a picture"
+    (tmp_path / "a.png").write_bytes(data)
+    (tmp_path / "notes.jpg").write_bytes(b"just some text\n")
+
+    read = await read_checked(str(tmp_path / "a.png"))
+    refused = await read_checked(str(tmp_path / "notes.jpg"))
+    gone = await read_checked(str(tmp_path / "gone.jpg"))
+
+    assert read.sha256 == hashlib.sha256(data).hexdigest()
+    assert refused.sha256 == hashlib.sha256(b"just some text\n").hexdigest()
+    assert gone.sha256 is None  # nothing was read

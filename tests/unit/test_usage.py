@@ -91,16 +91,17 @@ def test_usage_counts_calls_that_reached_the_api_by_local_day(zone):
             after, reached=False, fit=Fit(4_000_000, 0.5, 60, 8000, 6000, 4000, 3000)
         ),  # neither
         Outcome(2, ItemStatus.SKIPPED, 0, "empty"),  # no call at all
+        Outcome(3, ItemStatus.DONE, 0, copied_from=9, copy_of=9),  # a copy, no call
+        Outcome(4, ItemStatus.DONE, 0, copied_from=4),  # touched, its own result: neither
         # Held on the 30th, started a moment after midnight: it counts where it was held.
         _outcome(after, hold=Hold("w", "2026-11-30")),
     ]
 
     counts = usage_counts(outcomes, job_id=7)
 
-    assert {k: (c.calls, c.copies, c.fits) for k, c in counts.items()} == {
-        ("2026-11-30", 7): (2, 0, 0),
-        ("2026-12-01", 7): (3, 0, 1),
-    }
+    expected = {("2026-11-30", 7): [2, 0, 0], ("2026-12-01", 7): [3, 0, 1]}
+    expected.setdefault((local_day(), 7), [0, 0, 0])[1] += 1  # the copy: today, no call
+    assert {k: [c.calls, c.copies, c.fits] for k, c in counts.items()} == expected
 
 
 def test_every_held_call_ends_its_hold_reached_or_not():
