@@ -1,8 +1,9 @@
 """The worker pool: check each file locally, spend one rate-limited call on it, classify.
 
-`concurrency` tasks take claimed items from a bounded queue, share one limiter (the request
-rate), and hand every item's `Outcome` to the writer: exactly one outcome per claimed item,
-whatever happens, so the claimer's count of outstanding items always comes back to zero.
+Worker tasks take claimed items from a bounded queue, each while holding a slot of the
+concurrency limit (`concurrency.py`), share one limiter (the request rate), and hand every
+item's `Outcome` to the writer: exactly one outcome per claimed item, whatever happens, so
+the claimer's count of outstanding items always comes back to zero.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 
 from pipeline.capture import exif_taken_at, from_mtime
 from pipeline.client import NhnClient
+from pipeline.concurrency import ConcurrencyLimit
 from pipeline.lease import Lease
 from pipeline.pacing import Breaker, OutageTooLong, RateGovernor
 from pipeline.preflight import Read, read_checked, sniff_type
@@ -113,6 +115,10 @@ def _fatal_line(answer: Answer) -> str:
     return f"the API refused the run: {answer.code} {key}: {answer.message}"
 
 
+def _pinned() -> ConcurrencyLimit:
+    return ConcurrencyLimit(None, pinned=1, max_concurrency=1)
+
+
 def _set_event() -> asyncio.Event:
     event = asyncio.Event()
     event.set()
@@ -133,29 +139,42 @@ class WorkerPool:
     # Set while results can be written; the writer clears it while the database is away.
     writable: asyncio.Event = field(default_factory=_set_event)
     lease: Lease | None = None  # no call for an item whose lease may have gone to another worker
+    # Calls in flight: by default pinned to the workers, none waiting at a gate.
+    concurrency: ConcurrencyLimit = field(default_factory=_pinned)
     stats: PoolStats = field(default_factory=PoolStats)
     _idle: int = 0  # workers waiting for an item
     _answered: bool = False  # something reached the API in this run
     _refused_since: float | None = None  # refused connections since, while nothing answered
 
     async def run(self) -> None:
-        """Process claimed items until the `None` sentinel arrives.
+        """Process claimed items until the `None` sentinel arrives, each while holding a slot
+        of the concurrency limit (with `--concurrency auto`, fewer than the workers)."""
+        while True:
+            async with self.concurrency.slot():
+                if not await self._serve():
+                    return
+
+    async def _serve(self) -> bool:
+        """Process the next item, and those read ahead behind it; False at the end.
 
         While one item is being processed, the file of the next item waiting in the queue is
         already being read, so the thread pool's hand-off hides behind the API's answer; one
         file ahead a worker, at most two files a worker in memory. A worker reads ahead only
-        an item that no idle worker would take, so it never delays one another could start.
+        an item that no idle worker would take, so it never delays one another could start,
+        and not while the limit has shrunk below the slots held: it lets its slot go instead.
         """
-        ahead: list[tuple[ClaimedItem | None, asyncio.Future[Read] | None]] = []
-        while True:
-            item, reading = ahead.pop() if ahead else await self._next()
-            if item is None:
-                return
+        item, reading = await self._next()
+        while item is not None:
+            ahead: tuple[ClaimedItem | None, asyncio.Future[Read] | None] | None = None
             # Items beyond those the idle workers will take (a woken worker still counts as
             # idle until it has its item).
-            if self.claimed.qsize() > self._idle and not self.stop.is_set():
+            if (
+                self.claimed.qsize() > self._idle
+                and not self.stop.is_set()
+                and not self.concurrency.over()
+            ):
                 waiting = self.claimed.get_nowait()
-                ahead.append((waiting, self._start_reading(waiting)))
+                ahead = (waiting, self._start_reading(waiting))
             try:
                 outcome = await self._process(item, reading)
             except OutageTooLong as exc:
@@ -168,6 +187,10 @@ class WorkerPool:
                 if reading is not None:
                     reading.cancel()  # a no-op once read; else its bytes are not wanted
             await self.results.put(outcome)
+            if ahead is None:
+                return True
+            item, reading = ahead
+        return False
 
     async def _next(self) -> tuple[ClaimedItem | None, asyncio.Future[Read] | None]:
         """Wait for the next item (None: the end), counted idle meanwhile; start its read."""
@@ -231,7 +254,8 @@ class WorkerPool:
                 return release
             self.stats.calls += 1
             started_at = utcnow()
-            answer = await self.client.recognize(checked.data, filename, content_type)
+            with self.concurrency.call():
+                answer = await self.client.recognize(checked.data, filename, content_type)
             outage = self.breaker.is_open
             self.breaker.on_answer(answer)
         finally:
@@ -239,6 +263,8 @@ class WorkerPool:
                 self.breaker.end_probe()
         self._count(answer)
         self.governor.on_answer(answer)
+        if answer.reached:
+            self.concurrency.answered(answer.latency_s)
         log.debug(
             "call %s: %s %s in %.0f ms",
             item.path,

@@ -22,12 +22,12 @@ import aiohttp
 import click
 from sqlalchemy.engine import make_url
 
-from scripts.bench import overhead, postgres, rate, scale, workers
+from scripts.bench import auto, overhead, postgres, rate, scale, workers
 from scripts.bench.common import FULL, QUICK, SIZE_KEYS, Bench
 from scripts.bench.probes import MB, BenchError, machine_busy_s
 
 MEASUREMENTS: dict[str, ModuleType] = {
-    module.NAME: module for module in (rate, overhead, scale, postgres, workers)
+    module.NAME: module for module in (rate, auto, overhead, scale, postgres, workers)
 }
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 POSTGRES_URL_ENVS = ("PLATEPIPE_BENCH_POSTGRES_URL", "PLATEPIPE_TEST_POSTGRES_URL")

@@ -218,15 +218,24 @@ class Bench:
         return self.start(*args).wait(timeout_s)
 
     def run_job(
-        self, db_url: str, emulator: Emulator, roots: Sequence[Path], *, rate: float, expect: int
+        self,
+        db_url: str,
+        emulator: Emulator,
+        roots: Sequence[Path],
+        *,
+        rate: float,
+        expect: int,
+        pin: bool = True,
     ) -> Run:
-        """`platepipe run` over `roots` into a new job; checks every image ended `done`."""
+        """`platepipe run` over `roots` into a new job; checks every image ended `done`.
+        `pin`: with `--concurrency` (the sizes'), else as its default (auto)."""
         job = f"bench-{uuid.uuid4().hex[:8]}"
         expected_s = expect / min(rate, 100.0) + 30  # 100/s: slower than any run seen
         timeout_s = max(MIN_RUN_TIMEOUT_S, expected_s * SAFETY_FACTOR)
         args = ["run", "--job", job, *map(str, roots), "--db", db_url]
         args += ["--endpoint", emulator.url, "--rate", f"{rate:g}", "--quiet"]
-        args += ["--concurrency", str(self.sizes.concurrency)]
+        if pin:
+            args += ["--concurrency", str(self.sizes.concurrency)]
         args += ["--max-duration", f"{timeout_s:.0f}"]  # a second stop, should ours fail
         phase = Phase.start(emulator, expect)
         child = self.start(*args)
