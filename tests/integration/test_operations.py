@@ -299,7 +299,7 @@ def test_config_shows_each_setting_and_where_it_comes_from(tmp_path, platepipe_e
     assert by_env.returncode == 0, by_env.stderr
     lines = config_lines(by_env.stdout)
     assert lines["rate"] == ("7.5", "config file")
-    assert lines["concurrency"] == ("16", "default")
+    assert lines["concurrency"] == ('"auto"', "default")
     assert lines["secret_key_file"] == (json.dumps(str(secret_file)), "config file")
     assert secret_key not in by_env.stdout + by_env.stderr
 
