@@ -155,7 +155,10 @@ def common_options(command: Callable[..., Any]) -> Callable[..., Any]:
     options = [
         click.option("--quick", is_flag=True, help="Tiny sizes: seconds, not minutes."),
         click.option(
-            "--concurrency", type=click.IntRange(1), help="Requests in flight (default 16)."
+            "--concurrency",
+            type=click.IntRange(1),
+            help="Requests in flight the rate, overhead and postgres runs pin (16); "
+            "`auto` runs without it, as --concurrency auto.",
         ),
         click.option("--workdir", type=click.Path(file_okay=False), help="Where temp files go."),
         click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Figures."),
