@@ -195,7 +195,9 @@ class ConcurrencyLimit:
             self._schedule()
 
     def refresh(self, now: float | None = None) -> None:
-        """Look at the limit again: up to the target at once, down gently."""
+        """Look at the limit again: up to the target at once, down gently (pinned: never)."""
+        if not self.adaptive:
+            return
         now = time.monotonic() if now is None else now
         elapsed_s, self._refreshed_at = max(now - self._refreshed_at, 0.0), now
         ages = [now - started for started in self._calls.values()]

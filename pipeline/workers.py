@@ -263,8 +263,6 @@ class WorkerPool:
                 self.breaker.end_probe()
         self._count(answer)
         self.governor.on_answer(answer)
-        if answer.reached:
-            self.concurrency.answered(answer.latency_s)
         log.debug(
             "call %s: %s %s in %.0f ms",
             item.path,
@@ -286,6 +284,7 @@ class WorkerPool:
     def _count(self, answer: Answer) -> None:
         if answer.reached:
             self._answered = True
+            self.concurrency.answered(answer.latency_s)
         else:
             self.stats.calls -= 1  # nothing reached the API: no call was paid for
 

@@ -109,10 +109,10 @@ def test_the_maximum_caps_it():
 def test_a_pinned_limit_never_moves_nor_gates():
     resized: list[int] = []
     limit = ConcurrencyLimit(Rate(40), pinned=3, max_concurrency=256, on_resize=resized.append)
-    limit.answered(5.0)
-    limit.refresh()
+    limit.answered(0.001)  # auto would go down to 2
+    limit.refresh(time.monotonic() + 60.0)
     assert (limit.adaptive, limit.limit, limit.workers, resized) == (False, 3, 3, [])
-    assert limit.latency_ms == 5000.0 and not limit.over()
+    assert limit.latency_ms == 1.0 and not limit.over()
 
     async def many_slots() -> None:
         async with limit.slot(), limit.slot(), limit.slot(), limit.slot():
