@@ -24,9 +24,12 @@ a gradient limiter would probe the API with more calls than the rate needs, and 
 for nothing.
 
 The limit is a resizable gate on the worker pool (`slot()`): up to --max-concurrency worker
-tasks, of which only `limit` hold an item (claimed, read, sent) at once; the claim queue's size
-follows it (`on_resize`). A pinned limit keeps the pool exactly as it was: N workers, no gate;
-its latency is still measured, for progress and `status`.
+tasks, of which only `limit` hold an item (read, waiting for its turn, sent) at once; the claim
+queue's size follows it (`on_resize`), so the items leased and the files in memory stay
+proportional to what the rate needs. When it shrinks, the slots held beyond it end with their
+item. A pinned limit keeps the pool exactly as it was: N workers, no gate, each reading the
+next file ahead; its latency is still measured, for progress and `status`. Only answers count
+for the latency: a timeout or a refused connection is an outage, the breaker's business.
 """
 
 from __future__ import annotations
@@ -135,11 +138,6 @@ class ConcurrencyLimit:
             yield
         finally:
             self._release()
-
-    def over(self) -> bool:
-        """More slots are held than the limit allows now: a holder should let its slot go
-        rather than take more work (read ahead)."""
-        return self.adaptive and self._held > self.limit
 
     async def _acquire(self) -> None:
         if self._held < self.limit and not self._waiting:

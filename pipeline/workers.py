@@ -160,8 +160,9 @@ class WorkerPool:
         While one item is being processed, the file of the next item waiting in the queue is
         already being read, so the thread pool's hand-off hides behind the API's answer; one
         file ahead a worker, at most two files a worker in memory. A worker reads ahead only
-        an item that no idle worker would take, so it never delays one another could start,
-        and not while the limit has shrunk below the slots held: it lets its slot go instead.
+        an item that no idle worker would take, so it never delays one another could start.
+        Under `--concurrency auto` nobody reads ahead: the slots beyond the calls out (the
+        limit's headroom) hold files already read, waiting for their turn, one file a slot.
         """
         item, reading = await self._next()
         while item is not None:
@@ -171,7 +172,7 @@ class WorkerPool:
             if (
                 self.claimed.qsize() > self._idle
                 and not self.stop.is_set()
-                and not self.concurrency.over()
+                and not self.concurrency.adaptive
             ):
                 waiting = self.claimed.get_nowait()
                 ahead = (waiting, self._start_reading(waiting))
@@ -284,7 +285,8 @@ class WorkerPool:
     def _count(self, answer: Answer) -> None:
         if answer.reached:
             self._answered = True
-            self.concurrency.answered(answer.latency_s)
+            if answer.verdict is not Verdict.OUTAGE:  # a timeout is no answer's latency
+                self.concurrency.answered(answer.latency_s)
         else:
             self.stats.calls -= 1  # nothing reached the API: no call was paid for
 
