@@ -25,20 +25,32 @@ MIN_QUEUE = 8
 class ClaimQueue(asyncio.Queue[ClaimedItem | None]):
     """The bounded queue between the claimer and the workers (`None`: a worker's end).
 
-    `room` is set while a claim of at least half the queue fits.
+    `room` is set while a claim of at least half the queue fits. `size` is what the claimer
+    fills it to: `maxsize` for a pinned pool; with `--concurrency auto`, it follows the limit
+    (`resize`), so leases and reads ahead stay proportional to what the rate needs.
     """
 
     def __init__(self, workers: int) -> None:
         super().__init__(maxsize=max(workers * QUEUE_PER_WORKER, MIN_QUEUE))
+        self.size = self.maxsize
         self.room = asyncio.Event()
         self.room.set()
 
     @property
     def free(self) -> int:
-        return self.maxsize - self.qsize()
+        return max(self.size - self.qsize(), 0)
 
     def has_room(self) -> bool:
-        return self.free >= self.maxsize // 2
+        return self.free >= max(self.size // 2, 1)
+
+    def resize(self, workers: int) -> None:
+        """Fill to what `workers` slots need (never past `maxsize`, which takes every
+        worker's end at `close`); items already queued stay."""
+        self.size = min(max(workers * QUEUE_PER_WORKER, MIN_QUEUE), self.maxsize)
+        if self.has_room():
+            self.room.set()
+        else:
+            self.room.clear()
 
     # Every get and put goes through these two hooks (asyncio.Queue's own subclasses use them).
     def _get(self) -> ClaimedItem | None:

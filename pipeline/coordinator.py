@@ -16,6 +16,7 @@ from collections.abc import Callable
 from datetime import datetime
 from types import TracebackType
 
+from pipeline.concurrency import ConcurrencyLimit
 from pipeline.config import RunSettings
 from pipeline.errors import JobBusyError
 from pipeline.lease import Lease
@@ -84,6 +85,7 @@ class Coordinator:
         self.on_new_token = on_new_token  # whoever writes under this worker's id
         self.on_new_work = on_new_work
         self.live_workers = 1  # on the job, this one included, as last seen
+        self.concurrency: ConcurrencyLimit | None = None  # shown at each heartbeat
         if registration.peers_at_start:
             self._join(registration.peers_at_start)
 
@@ -100,7 +102,7 @@ class Coordinator:
             asked_at = time.monotonic()
             try:
                 seen = await self.store.coordinate(
-                    self.job, self.lease.token, self.governor.share_per_s
+                    self.job, self.lease.token, self.governor.share_per_s, *self._gauges()
                 )
                 if seen.lost:
                     await self._register_again(asked_at)
@@ -116,6 +118,12 @@ class Coordinator:
                 self.on_new_work()
             if seen.halted:
                 self.stop.request("fatal", seen.halted, spread=False)
+
+    def _gauges(self) -> tuple[int | None, float | None]:
+        """Calls in flight allowed now and the latency measured, for `status`."""
+        if self.concurrency is None:
+            return None, None
+        return self.concurrency.limit, self.concurrency.latency_ms
 
     async def _register_again(self, asked_at: float) -> None:
         """This worker was silent past the heartbeat timeout (a pause, a partition) and taken

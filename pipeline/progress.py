@@ -33,6 +33,8 @@ class Snapshot:
     calls_per_s: float
     left: int | None  # pending or running in the whole job, as last counted
     job_calls_per_s: float | None = None  # every worker of the job together, when known
+    concurrency: int | None = None  # calls in flight this process allows itself now
+    latency_ms: float | None = None  # the API's latency it measures (p90), None before any
 
     @property
     def eta_s(self) -> float | None:
@@ -55,6 +57,15 @@ def format_duration(seconds: float | None) -> str:
     return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
 
 
+def concurrency_text(concurrency: int | None, latency_ms: float | None) -> str:
+    """`, concurrency 48, latency p90 1120 ms`: the calls in flight a worker allows itself
+    and the API's latency it measures (each left out while not known)."""
+    text = "" if concurrency is None else f", concurrency {concurrency}"
+    if latency_ms is not None:
+        text += f", latency p90 {latency_ms:.0f} ms"
+    return text
+
+
 class LineProgress:
     """One log line per report: for cron mail and log files."""
 
@@ -69,7 +80,7 @@ class LineProgress:
             "" if s.scanned is None else f"scanned {s.scanned}{'' if s.scan_finished else '+'}, "
         )
         log.info(
-            "%sdone %d, failed %d, skipped %d, retrying %d, left %s; %d calls, %.1f/s, ETA %s",
+            "%sdone %d, failed %d, skipped %d, retrying %d, left %s; %d calls, %.1f/s%s, ETA %s",
             scanned,
             s.done,
             s.failed,
@@ -78,6 +89,7 @@ class LineProgress:
             "-" if s.left is None else s.left,
             s.calls,
             s.calls_per_s,
+            concurrency_text(s.concurrency, s.latency_ms),
             format_duration(s.eta_s),
         )
 
@@ -128,6 +140,9 @@ class LiveProgress:
         table.add_row("retrying", f"{s.retrying:,}")
         table.add_row("left in the job", "-" if s.left is None else f"{s.left:,}")
         table.add_row("calls", f"{s.calls:,} ({s.calls_per_s:.1f}/s)")
+        if s.concurrency is not None:
+            shown = concurrency_text(s.concurrency, s.latency_ms)
+            table.add_row("concurrency", shown.removeprefix(", concurrency "))
         elapsed = format_duration(time.monotonic() - self._started)
         table.add_row("elapsed / ETA", f"{elapsed} / {format_duration(s.eta_s)}")
         self._live.update(Group(table, Text(STOP_HINT, style="dim")), refresh=True)

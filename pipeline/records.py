@@ -239,6 +239,8 @@ class LiveWorker:
     heartbeat_age_s: float  # by the database's clock
     items_held: int = 0  # items leased to it now
     rate_share: float | None = None  # requests/s it keeps to, at its last heartbeat
+    concurrency: int | None = None  # calls in flight it allows itself, at its last heartbeat
+    latency_ms: float | None = None  # the API's latency it measures (p90), at its last heartbeat
 
 
 @dataclass(frozen=True, slots=True)

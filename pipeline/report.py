@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from pipeline.errors import EXIT_FAILED_ITEMS, EXIT_FATAL, EXIT_OK
-from pipeline.progress import format_duration
+from pipeline.progress import concurrency_text, format_duration
 from pipeline.records import JobSummary
 
 TOP_ERROR_CODES = 5
@@ -46,6 +46,7 @@ def _liveness(summary: JobSummary) -> list[str]:
         f"  live: `{w.kind}` pid {w.pid} on {w.host}, heartbeat {w.heartbeat_age_s:.0f}s ago, "
         f"{plural(w.items_held, 'item')} held"
         + (f", {w.rate_share:.1f} requests/s" if w.rate_share is not None else "")
+        + concurrency_text(w.concurrency, w.latency_ms)
         for w in summary.workers
     ]
     if summary.live and summary.left:
@@ -152,6 +153,8 @@ def job_json(summary: JobSummary) -> dict[str, Any]:
                 "heartbeat_age_s": round(w.heartbeat_age_s, 1),
                 "items_held": w.items_held,
                 "rate_share_per_s": w.rate_share,
+                "concurrency": w.concurrency,
+                "latency_ms": w.latency_ms,
             }
             for w in summary.workers
         ],

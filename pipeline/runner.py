@@ -74,7 +74,8 @@ async def run_job(
     # Leaving the registration releases what this worker holds and unregisters it.
     async with Registration(store, job, kind) as registration:
         await registration.reclaim_orphans()
-        async with NhnClient(settings.api, connections=settings.concurrency or 16) as client:
+        connections = settings.concurrency or settings.max_concurrency
+        async with NhnClient(settings.api, connections=connections) as client:
             stages = Stages(settings, registration, client, stop)
             pool_stats = await stages.run()
         if stop.halting:  # a fatal answer here: the job's other workers stop too

@@ -23,6 +23,7 @@ from pipeline.budget import budget_for
 from pipeline.capture import PathPattern
 from pipeline.claimer import Claimer, ClaimQueue
 from pipeline.client import NhnClient
+from pipeline.concurrency import ConcurrencyLimit
 from pipeline.config import RunSettings
 from pipeline.coordinator import Coordinator, Registration, stop_at_end_of_window
 from pipeline.dedupe import Dedupe
@@ -54,14 +55,21 @@ class Stages:
         self.scan = ScanStats(finished=not settings.roots)
         self.committed: Counter[str] = Counter()  # this run's committed outcomes, by status
         self.tally = CallTally()
-        self.queue = ClaimQueue(settings.concurrency or 16)
+        self.queue = ClaimQueue(settings.concurrency or settings.max_concurrency)
         self.claimer = Claimer(self.store, self.job, self.lease, self.queue, stop.event, self.scan)
         self.writer = Writer(self.store, self.job, self.lease.token, self._on_committed)
         breaker = Breaker(settings.max_outage_s)
         governor = RateGovernor(settings.rate_per_s, stop.event)
+        self.concurrency = ConcurrencyLimit(
+            governor,
+            pinned=settings.concurrency,
+            max_concurrency=settings.max_concurrency,
+            on_resize=self.queue.resize,
+        )
         self.coordinator = Coordinator(
             settings, registration, governor, stop, self._follow_token, self.claimer.wake
         )
+        self.coordinator.concurrency = self.concurrency
         self.pool = WorkerPool(
             client,
             governor,
@@ -77,6 +85,7 @@ class Stages:
             fitter=Fitter(settings.fit),
             budget=budget_for(settings.daily_budget, self.store, self.lease, stop.request),
             dedupe=Dedupe(self.store) if settings.dedupe else None,
+            concurrency=self.concurrency,
         )
         stop.on_stop(self.claimer.wake)
         stop.on_stop(breaker.abort)  # workers waiting out an outage put their items back
@@ -101,7 +110,7 @@ class Stages:
         """The workers, then the side tasks; the claimer starts last, under `watch`."""
         self.workers = [
             asyncio.create_task(self.pool.run(), name=f"worker-{n}")
-            for n in range(self.settings.concurrency or 16)
+            for n in range(self.concurrency.workers)
         ]
         self._start_side(self.coordinator.run(), "coordinator")
         self._start_side(stop_at_end_of_window(self.settings, self.stop), "window")
@@ -208,6 +217,8 @@ class Stages:
             job_calls_per_s=rate * self.coordinator.live_workers
             if self.kind == WorkerKind.WORK
             else None,
+            concurrency=self.concurrency.limit,
+            latency_ms=self.concurrency.latency_ms,
         )
 
 

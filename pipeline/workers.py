@@ -1,8 +1,9 @@
 """The worker pool: check each file locally, spend one rate-limited call on it, classify.
 
-`concurrency` tasks take claimed items from a bounded queue, share one limiter (the request
-rate), and hand every item's `Outcome` to the writer: exactly one outcome per claimed item,
-whatever happens, so the claimer's count of outstanding items always comes back to zero.
+Worker tasks take claimed items from a bounded queue, each while holding a slot of the
+concurrency limit (`concurrency.py`), share one limiter (the request rate), and hand every
+item's `Outcome` to the writer: exactly one outcome per claimed item, whatever happens, so
+the claimer's count of outstanding items always comes back to zero.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 from pipeline.budget import DailyBudget, Hold, with_hold
 from pipeline.capture import exif_taken_at, from_mtime
 from pipeline.client import NhnClient
+from pipeline.concurrency import ConcurrencyLimit
 from pipeline.dedupe import Dedupe
 from pipeline.fitting import Fitter, with_fit
 from pipeline.lease import Lease
@@ -135,6 +137,10 @@ def _dated(item: ClaimedItem, checked: Checked, outcome: Outcome) -> Outcome:
     return dataclasses.replace(outcome, captured_at=taken_at)
 
 
+def _pinned() -> ConcurrencyLimit:
+    return ConcurrencyLimit(None, pinned=1, max_concurrency=1)
+
+
 def _set_event() -> asyncio.Event:
     event = asyncio.Event()
     event.set()
@@ -158,29 +164,43 @@ class WorkerPool:
     fitter: Fitter = field(default_factory=lambda: Fitter(enabled=False))  # pictures over 5 MB
     budget: DailyBudget | None = None  # --daily-budget: each call held in the database first
     dedupe: Dedupe | None = None  # content recognized already is copied, not paid (--dedupe)
+    # Calls in flight: by default pinned to the workers, none waiting at a gate.
+    concurrency: ConcurrencyLimit = field(default_factory=_pinned)
     stats: PoolStats = field(default_factory=PoolStats)
     _idle: int = 0  # workers waiting for an item
     _answered: bool = False  # something reached the API in this run
     _refused_since: float | None = None  # refused connections since, while nothing answered
 
     async def run(self) -> None:
-        """Process claimed items until the `None` sentinel arrives.
+        """Process claimed items until the `None` sentinel arrives, each while holding a slot
+        of the concurrency limit (with `--concurrency auto`, fewer than the workers)."""
+        while True:
+            async with self.concurrency.slot():
+                if not await self._serve():
+                    return
+
+    async def _serve(self) -> bool:
+        """Process the next item, and those read ahead behind it; False at the end.
 
         While one item is being processed, the file of the next item waiting in the queue is
         already being read, so the thread pool's hand-off hides behind the API's answer; one
         file ahead a worker, at most two files a worker in memory. A worker reads ahead only
         an item that no idle worker would take, so it never delays one another could start.
+        Under `--concurrency auto` nobody reads ahead: the slots beyond the calls out (the
+        limit's headroom) hold files already read, waiting for their turn, one file a slot.
         """
-        ahead: list[tuple[ClaimedItem | None, asyncio.Future[Read] | None]] = []
-        while True:
-            item, reading = ahead.pop() if ahead else await self._next()
-            if item is None:
-                return
+        item, reading = await self._next()
+        while item is not None:
+            ahead: tuple[ClaimedItem | None, asyncio.Future[Read] | None] | None = None
             # Items beyond those the idle workers will take (a woken worker still counts as
             # idle until it has its item).
-            if self.claimed.qsize() > self._idle and not self.stop.is_set():
+            if (
+                self.claimed.qsize() > self._idle
+                and not self.stop.is_set()
+                and not self.concurrency.adaptive
+            ):
                 waiting = self.claimed.get_nowait()
-                ahead.append((waiting, self._start_reading(waiting)))
+                ahead = (waiting, self._start_reading(waiting))
             try:
                 outcome = await self._process(item, reading)
             except OutageTooLong as exc:
@@ -195,6 +215,10 @@ class WorkerPool:
             await self.results.put(outcome)
             if self.dedupe is not None:
                 self.dedupe.settle(outcome)  # after the put: a copy is written after its payer
+            if ahead is None:
+                return True
+            item, reading = ahead
+        return False
 
     async def _next(self) -> tuple[ClaimedItem | None, asyncio.Future[Read] | None]:
         """Wait for the next item (None: the end), counted idle meanwhile; start its read."""
@@ -265,7 +289,10 @@ class WorkerPool:
             if not allowed:
                 return release  # no call left today: the budget stopped the run
             started_at = utcnow()
-            answer = await self.client.recognize(upload.data, upload.filename, upload.content_type)
+            with self.concurrency.call():
+                answer = await self.client.recognize(
+                    upload.data, upload.filename, upload.content_type
+                )
             outage = self.breaker.is_open
             self.breaker.on_answer(answer)
         finally:
@@ -318,6 +345,8 @@ class WorkerPool:
     def _count(self, answer: Answer) -> None:
         if answer.reached:
             self._answered = True
+            if answer.verdict is not Verdict.OUTAGE:  # a timeout is no answer's latency
+                self.concurrency.answered(answer.latency_s)
         else:
             self.stats.calls -= 1  # nothing reached the API: no call was paid for
 

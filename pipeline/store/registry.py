@@ -105,7 +105,12 @@ class RegistryMixin(StoreBase):
 
     @retried
     async def coordinate(
-        self, job: Job, worker_id: str, rate_share: float | None = None
+        self,
+        job: Job,
+        worker_id: str,
+        rate_share: float | None = None,
+        concurrency: int | None = None,
+        latency_ms: float | None = None,
     ) -> Coordination:
         """A worker's periodic look at its peers: beat (which extends the leases of its
         items), clear the dead and give their leases back to pending, and learn how many
@@ -116,7 +121,12 @@ class RegistryMixin(StoreBase):
             beat = await connection.execute(
                 update(workers)
                 .where(workers.c.id == worker_id)
-                .values(heartbeat_at=self._now_sql(), rate_share=rate_share)
+                .values(
+                    heartbeat_at=self._now_sql(),
+                    rate_share=rate_share,
+                    concurrency=concurrency,  # calls in flight allowed and latency, for status
+                    latency_ms=latency_ms,
+                )
             )
             lost = not beat.rowcount
             if not lost:
@@ -273,7 +283,9 @@ class RegistryMixin(StoreBase):
         for r in rows:
             if not self._is_dead(r, now, locked):
                 age = max((now - r.heartbeat_at).total_seconds(), 0.0)
-                worker = LiveWorker(r.host, r.pid, r.kind, age, r.held, r.rate_share)
+                worker = LiveWorker(
+                    r.host, r.pid, r.kind, age, r.held, r.rate_share, r.concurrency, r.latency_ms
+                )
                 live.setdefault(r.job_id, []).append(worker)
         return live
 

@@ -1,9 +1,10 @@
-"""The benchmarks of issues 5 and 6: rate fidelity, per-image overhead, scale, PostgreSQL, workers.
+"""The benchmarks of issues 5, 6 and 13: rate, concurrency, overhead, scale, PostgreSQL, workers.
 
 Run from the repository root:
 
     python -m scripts.bench rate                    # ~35 s: --rate 40 against a 40/s limit
     python -m scripts.bench rate --rate 200 --duration 15 --concurrency 48
+    python -m scripts.bench auto                    # ~70 s: no --concurrency, slow and fast API
     python -m scripts.bench overhead                # bare aiohttp loop vs run vs xargs curl
     python -m scripts.bench scale --files 1000000   # scan, status, resume, peak RSS: minutes
     python -m scripts.bench postgres                # run on PostgreSQL vs SQLite
@@ -24,7 +25,7 @@ could not run.
     common      sizes, targets, figures, and Bench: the servers, databases, files of one run
     probes      a `platepipe` child (wall time, peak RSS), CPU per image, the calls' window
     files       trees of tiny JPEGs
-    rate, overhead, scale, postgres, workers, dedupe: one module per measurement, each a
-                `measure`
+    rate, auto, overhead, scale, postgres, workers, fit, dedupe: one module per measurement,
+                each a `measure`
     cli         the command line
 """

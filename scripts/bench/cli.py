@@ -22,12 +22,12 @@ import aiohttp
 import click
 from sqlalchemy.engine import make_url
 
-from scripts.bench import dedupe, fit, overhead, postgres, rate, scale, workers
+from scripts.bench import auto, dedupe, fit, overhead, postgres, rate, scale, workers
 from scripts.bench.common import FULL, QUICK, SIZE_KEYS, Bench
 from scripts.bench.probes import MB, BenchError, machine_busy_s
 
 MEASUREMENTS: dict[str, ModuleType] = {
-    module.NAME: module for module in (rate, overhead, scale, postgres, workers, fit, dedupe)
+    module.NAME: module for module in (rate, auto, overhead, scale, postgres, workers, fit, dedupe)
 }
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 POSTGRES_URL_ENVS = ("PLATEPIPE_BENCH_POSTGRES_URL", "PLATEPIPE_TEST_POSTGRES_URL")
@@ -155,7 +155,10 @@ def common_options(command: Callable[..., Any]) -> Callable[..., Any]:
     options = [
         click.option("--quick", is_flag=True, help="Tiny sizes: seconds, not minutes."),
         click.option(
-            "--concurrency", type=click.IntRange(1), help="Requests in flight (default 16)."
+            "--concurrency",
+            type=click.IntRange(1),
+            help="Requests in flight the rate, overhead and postgres runs pin (16); "
+            "`auto` runs without it, as --concurrency auto.",
         ),
         click.option("--workdir", type=click.Path(file_okay=False), help="Where temp files go."),
         click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Figures."),

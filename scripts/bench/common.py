@@ -226,14 +226,17 @@ class Bench:
         rate: float,
         expect: int,
         options: Sequence[str] = (),
+        pin: bool = True,
     ) -> Run:
-        """`platepipe run` over `roots` into a new job; checks every image ended `done`."""
+        """`platepipe run` over `roots` into a new job; checks every image ended `done`.
+        `pin`: with `--concurrency` (the sizes'), else as its default (auto)."""
         job = f"bench-{uuid.uuid4().hex[:8]}"
         expected_s = expect / min(rate, 100.0) + 30  # 100/s: slower than any run seen
         timeout_s = max(MIN_RUN_TIMEOUT_S, expected_s * SAFETY_FACTOR)
         args = ["run", "--job", job, *map(str, roots), "--db", db_url]
         args += ["--endpoint", emulator.url, "--rate", f"{rate:g}", "--quiet"]
-        args += ["--concurrency", str(self.sizes.concurrency)]
+        if pin:
+            args += ["--concurrency", str(self.sizes.concurrency)]
         args += ["--max-duration", f"{timeout_s:.0f}"]  # a second stop, should ours fail
         args += options
         phase = Phase.start(emulator, expect)

@@ -26,12 +26,16 @@ def test_nothing_live_means_no_rate_no_eta_and_orphans_named():
     assert dead.eta_s is None and job_json(dead)["orphaned"] == 65
 
 
-def test_a_live_worker_is_shown_with_pid_host_and_heartbeat():
-    live = summary(pending=14, workers=[LiveWorker("nvr-01", 4121, "work", 1.4, 3, 7.5)])
+def test_a_live_worker_is_shown_with_pid_host_heartbeat_concurrency_and_latency():
+    worker = LiveWorker("nvr-01", 4121, "work", 1.4, 3, 7.5, 11, 1120.4)
+    live = summary(pending=14, workers=[worker])
 
     text = format_job(live)
 
-    assert "live: `work` pid 4121 on nvr-01, heartbeat 1s ago, 3 items held, 7.5 requests/s" in text
+    assert (
+        "live: `work` pid 4121 on nvr-01, heartbeat 1s ago, 3 items held, 7.5 requests/s, "
+        "concurrency 11, latency p90 1120 ms"
+    ) in text
     assert "ETA 0m02s" in text and live.orphaned == 0
     assert job_json(live)["workers"] == [
         {
@@ -41,8 +45,15 @@ def test_a_live_worker_is_shown_with_pid_host_and_heartbeat():
             "heartbeat_age_s": 1.4,
             "items_held": 3,
             "rate_share_per_s": 7.5,
+            "concurrency": 11,
+            "latency_ms": 1120.4,
         }
     ]
+
+
+def test_a_worker_before_its_first_measure_shows_no_concurrency_or_latency():
+    text = format_job(summary(pending=1, workers=[LiveWorker("h", 1, "run", 0.2)]))
+    assert "concurrency" not in text and "latency" not in text
 
 
 def test_check_code_halted_first_then_failed_items():

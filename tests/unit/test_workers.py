@@ -7,12 +7,14 @@ import asyncio
 import os
 import threading
 import time
+from collections import deque
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from pipeline import workers
+from pipeline.concurrency import START_LIMIT, ConcurrencyLimit
 from pipeline.pacing import Breaker, RateGovernor
 from pipeline.preflight import JPEG_MAGIC, Read, in_daemon_thread, read_checked
 from pipeline.records import Answer, ClaimedItem, Plate, Recognition, utcnow
@@ -492,3 +494,43 @@ async def test_refused_connections_after_an_answer_are_an_outage_not_fatal(
 
     assert stops == []
     assert pool.stats.calls == 1
+
+
+async def test_under_auto_only_the_limit_holds_items_and_nobody_reads_ahead(
+    tmp_path, monkeypatch
+) -> None:
+    read: list[str] = []
+    real_read = read_checked
+
+    async def spy(path: str | bytes) -> Read:
+        read.append(Path(os.fsdecode(path)).name)
+        return await real_read(path)
+
+    monkeypatch.setattr(workers, "read_checked", spy)
+    claimed: asyncio.Queue = asyncio.Queue()
+    for item in _jpeg_items(tmp_path, 12):
+        claimed.put_nowait(item)
+    client, stop = _HeldClient(), asyncio.Event()
+    client.hold_every_call = True
+    pool = _pool(client, claimed, stop)
+    pool.concurrency = ConcurrencyLimit(pool.governor, pinned=None, max_concurrency=256)
+    tasks = [asyncio.create_task(pool.run()) for _ in range(10)]  # more workers than slots
+
+    await asyncio.sleep(0.05)  # before the limit is first looked at again (REFRESH_S)
+    assert client.calls == START_LIMIT and len(read) == START_LIMIT
+    client.release.set()
+    for _ in tasks:
+        claimed.put_nowait(None)
+    await asyncio.wait_for(asyncio.gather(*tasks), 5)
+    assert client.calls == 12 and pool.results.qsize() == 12
+
+
+async def test_only_answers_count_for_the_latency_not_timeouts(tmp_path) -> None:
+    client = _ScriptedClient("timeout", "0", "0")
+    pool, _stops = _scripted_pool(tmp_path, client, 3)
+    pool.concurrency = ConcurrencyLimit(pool.governor, pinned=None, max_concurrency=256)
+
+    await asyncio.wait_for(pool.run(), 5)
+
+    assert client.calls == 3
+    assert pool.concurrency._latencies == deque([0.001, 0.001])
