@@ -1,12 +1,16 @@
-"""The command line's value types: durations, clock times, finite positive numbers, patterns.
+"""The command line's value types (durations, clock times, finite positive numbers, patterns,
+concurrency), and `Setting`: one row of the settings table (settings.py) and its click option.
 
-Pure click: the settings table (settings.py) names them, and the CLI shows their errors as
-usage errors (exit 2)."""
+Pure click: the settings table names them, and the CLI shows their errors as usage errors
+(exit 2)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -100,3 +104,61 @@ def check_pattern(_ctx: Any, _param: Any, value: str | None) -> str | None:
     except PatternError as exc:
         raise click.BadParameter(str(exc)) from None
     return value or None
+
+
+# -- one row of the settings table (settings.py) and the click option it makes ---------------
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One row of the table: a setting, declared once."""
+
+    key: str  # the config file's key; `--key-with-dashes` is its option
+    # Its type in a config file: str, int, float, bool or list (of str); object: whatever its
+    # click type takes (concurrency: "auto" or a number).
+    kind: type
+    default: Any  # as a config file writes it; None: not set (command-line flags only)
+    help: str
+    commands: tuple[str, ...]  # the commands that have its option
+    field: str | None = None  # its field in config.py's settings objects
+    unit: str | None = None  # "s" (the field ends in _s), "1/s" (in _per_s), "calls"
+    env: str | None = None  # the environment variable that sets it (README lists them)
+    click_type: click.ParamType | None = None  # the option's type, when not plain text
+    param: str | None = None  # the option's parameter name, when not the key
+    toml: bool = True  # False: a command-line flag only, which a config file cannot hold
+    option: bool = True  # False: in a config file only (secret_key_file)
+    path: bool = False  # a file path: relative in a config file means beside that file
+    flag: str | None = None  # the option's declaration, when not --key (--fit/--no-fit)
+    click_args: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # is_flag, callback...
+    # Per command, what its option does differently (check's own help, no variable).
+    variants: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        """The option's parameter name: the key of click's values and of `default_map`."""
+        return self.param or self.key
+
+    @property
+    def value(self) -> Any:
+        """The default as the settings objects hold it: a list as a tuple, "" (unset) as None,
+        and whatever the click type makes of it (concurrency's "auto" is None)."""
+        if isinstance(self.default, list):
+            return tuple(self.default)
+        if self.kind is object and self.click_type is not None:
+            return self.click_type.convert(self.default, None, None)
+        return None if self.default == "" else self.default
+
+    def option_for(self, command: str) -> Callable[[Any], Any]:
+        """The click option of this setting on `command`."""
+        flag = self.flag or f"--{self.key.replace('_', '-')}"
+        kwargs: dict[str, Any] = {"help": self.help, "envvar": self.env, **self.click_args}
+        if self.default is not None and not kwargs.get("is_flag"):
+            kwargs["default"] = self.default
+            kwargs["show_default"] = bool(self.default)
+        if self.click_type is not None:
+            kwargs["type"] = self.click_type
+        kwargs.update(self.variants.get(command, {}))
+        # Say the variable in --help unless the help text names it already.
+        envvar = kwargs["envvar"]
+        kwargs.setdefault("show_envvar", bool(envvar) and envvar not in kwargs["help"])
+        return click.option(flag, self.name, **kwargs)
