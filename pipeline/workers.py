@@ -23,7 +23,7 @@ from pipeline.capture import exif_taken_at, from_mtime
 from pipeline.client import NhnClient
 from pipeline.concurrency import ConcurrencyLimit
 from pipeline.dedupe import Dedupe
-from pipeline.fitting import Fitter, with_fit
+from pipeline.fitting import Fitter, Upload, with_fit
 from pipeline.lease import Lease
 from pipeline.pacing import Breaker, OutageTooLong, RateGovernor
 from pipeline.preflight import Read, Refused, read_checked
@@ -298,6 +298,19 @@ class WorkerPool:
         finally:
             if probe:
                 self.breaker.end_probe()
+        return self._after_call(item, checked, upload, answer, started_at, outage, hold)
+
+    def _after_call(
+        self,
+        item: ClaimedItem,
+        checked: Checked,
+        upload: Upload,
+        answer: Answer,
+        started_at: datetime,
+        outage: bool,
+        hold: Hold | None,
+    ) -> Outcome:
+        """What the answer makes of the item, counted, logged and recorded as sent."""
         self._count(answer)
         self.governor.on_answer(answer)
         log.debug(
