@@ -23,6 +23,7 @@ from pipeline.capture import exif_taken_at, from_mtime
 from pipeline.client import NhnClient
 from pipeline.concurrency import ConcurrencyLimit
 from pipeline.dedupe import Dedupe
+from pipeline.errors import DatabaseError
 from pipeline.fitting import Fitter, Upload, with_fit
 from pipeline.lease import Lease
 from pipeline.pacing import Breaker, OutageTooLong, RateGovernor
@@ -260,6 +261,8 @@ class WorkerPool:
             return release  # its item goes back to pending, unsent
         checked = reading.result()
         copy = await self._copy(item, checked) if isinstance(checked, Checked) else None
+        if copy is not None and copy.status is ItemStatus.PENDING:
+            return copy  # the database is away: back to pending, unsent
         if copy is not None or not isinstance(checked, Checked):
             return self._without_call(item, checked, copy)
         upload = await self.fitter.upload(checked.data)  # fitted, if over the API's limit
@@ -332,8 +335,16 @@ class WorkerPool:
         return _dated(item, checked, outcome)
 
     async def _copy(self, item: ClaimedItem, checked: Checked) -> Outcome | None:
-        """`item` done from a recognition of the same content, if dedupe finds one."""
-        return await self.dedupe.before_call(item, checked) if self.dedupe else None
+        """`item` done from a recognition of the same content, if dedupe finds one; pending
+        again, unsent, when the database could not be asked (away past the ride-out, when the
+        writer stops the run too)."""
+        if self.dedupe is None:
+            return None
+        try:
+            return await self.dedupe.before_call(item, checked)
+        except DatabaseError as exc:
+            log.warning("%s: back to pending, unsent (its content was not looked up)", exc)
+            return Outcome(item.id, ItemStatus.PENDING, item.attempts)
 
     def _without_call(self, item: ClaimedItem, checked: Read, copy: Outcome | None) -> Outcome:
         """The outcome of an item that costs no call: a skip, or a copy."""

@@ -24,7 +24,7 @@ from pipeline.records import (
     LiveWorker,
     utcnow,
 )
-from pipeline.schema import STATUSES, attempts, items, jobs
+from pipeline.schema import STATUSES, attempts, items, jobs, recognitions
 from pipeline.store.engine import retried, touch
 from pipeline.store.registry import RegistryMixin
 
@@ -125,7 +125,9 @@ class JobsMixin(RegistryMixin):
     ) -> int:
         """Failed items (only those with `codes`, which may name skipped items' reasons too)
         back to pending with their attempts reset; `include_done` re-queues done items as
-        well, whose results stay until new ones replace them. The number re-queued."""
+        well, whose results stay until new ones replace them: their contents' recognitions,
+        in any job, are no longer copied from (`recognitions.sha256` cleared), so each is paid
+        for again. The number re-queued."""
         if codes:
             chosen = and_(items.c.status.in_(("failed", "skipped")), items.c.error_code.in_(codes))
         else:
@@ -135,6 +137,13 @@ class JobsMixin(RegistryMixin):
         now = utcnow()
         async with self._begin() as connection:
             await self._refuse_if_worked(connection, job)
+            if include_done:
+                done = select(items.c.sha256).where(
+                    items.c.job_id == job.id, items.c.status == "done", items.c.sha256.is_not(None)
+                )
+                await connection.execute(
+                    update(recognitions).where(recognitions.c.sha256.in_(done)).values(sha256=None)
+                )
             result = await connection.execute(
                 update(items)
                 .where(items.c.job_id == job.id, chosen)

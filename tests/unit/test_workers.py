@@ -502,9 +502,9 @@ async def test_under_auto_only_the_limit_holds_items_and_nobody_reads_ahead(
     read: list[str] = []
     real_read = read_checked
 
-    async def spy(path: str | bytes) -> Read:
+    async def spy(path: str | bytes, *limit: int) -> Read:
         read.append(Path(os.fsdecode(path)).name)
-        return await real_read(path)
+        return await real_read(path, *limit)
 
     monkeypatch.setattr(workers, "read_checked", spy)
     claimed: asyncio.Queue = asyncio.Queue()
