@@ -8,10 +8,8 @@ in flight against 2 × rate × latency (no herd on a fast API).
 
 from __future__ import annotations
 
-import statistics
-
 from scripts.bench.common import Bench
-from scripts.bench.rate import full_seconds
+from scripts.bench.rate import report_rate
 
 NAME = "auto"
 SIZES = ("rate_per_s", "duration_s")
@@ -38,32 +36,16 @@ def slow_api(bench: Bench) -> None:
         bench.sqlite_url("auto-slow"), emulator, [tree.root], rate=rate, expect=images, pin=False
     )
     stats = emulator.stats()
-    calls = stats["calls"] - before["calls"]
-    refused = stats["rate_limited"] - before["rate_limited"]
-    per_second = full_seconds(stats["admitted_per_second"])
-    if per_second:
-        sustained = statistics.fmean(per_second)
-        how = f"admitted over {len(per_second)} full seconds (min {min(per_second)})"
-    else:  # too short a run for one full second: the calls' own start times
-        sustained = run.calls.per_s
-        how = "attempts table (the run was shorter than 3 s)"
-    bench.figure(
+    report_rate(
+        bench,
         m,
-        "sustained rate",
-        f"{sustained:.2f} calls/s = {sustained / rate:.1%} of {rate:g}/s at {SLOW_LATENCY} s, "
-        f"{how}",
-        sustained / rate,
-        target=f">= {TARGET_RATE:.0%}",
-        passed=sustained / rate >= TARGET_RATE,
-    )
-    fraction = refused / calls if calls else 0.0
-    bench.figure(
-        m,
-        "refused",
-        f"{refused} of {calls} calls = {fraction:.2%}",
-        fraction,
-        target=f"<= {TARGET_REFUSED:.0%}",
-        passed=fraction <= TARGET_REFUSED,
+        run,
+        before,
+        stats,
+        rate,
+        target_rate=TARGET_RATE,
+        target_refused=TARGET_REFUSED,
+        context=f" at {SLOW_LATENCY} s",
     )
     bench.figure(
         m,
