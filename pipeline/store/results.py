@@ -72,6 +72,8 @@ class ResultsMixin(StoreBase):
                 # After the calls' own: a copy's source may be in this very batch.
                 outcomes = await store_copies(connection, outcomes, now)
                 done = [o for o in outcomes if o.status == "done"]
+                # The copies stored (not those fenced off or put back) count in the ledger.
+                await add_usage(connection, self._insert, [o for o in done if o.is_copy], job.id)
             if done:
                 await connection.execute(
                     _SET_DONE.where(*leased(worker_id)), [_done_row(o, now) for o in done]

@@ -119,6 +119,17 @@ def test_copies_across_jobs_point_at_the_item_that_paid(
     answers = emulator.stats()["answers"]
     assert_reads_match(db_url, "B", tuple(second), answers)
     assert_reads_match(db_url, "C", tuple(third), answers)
+    # The ledger (`platepipe usage`) counts each job's calls and the copies it stored.
+    ledger = query(
+        db_url,
+        "SELECT j.name, SUM(u.calls), SUM(u.copies) FROM usage u JOIN jobs j ON j.id = u.job_id "
+        "GROUP BY j.name ORDER BY j.name",
+    )
+    assert [tuple(int(n) if not isinstance(n, str) else n for n in row) for row in ledger] == [
+        ("A", 4, 0),
+        ("B", 2, 4),
+        ("C", 0, 2),
+    ]
 
 
 def test_touch_costs_nothing_and_changed_content_pays_once(
