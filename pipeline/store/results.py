@@ -61,8 +61,7 @@ class ResultsMixin(StoreBase):
         async with self._begin() as connection:
             now = await self._clock(connection)
             outcomes = _on_db_clock(outcomes, now - host_now)
-            paid = [o for o in outcomes if o.call is not None]
-            await add_usage(connection, self._insert, paid, job.id)  # and budget holds ended
+            paid = [o for o in outcomes if o.call is not None]  # counted, fenced or not
             if worker_id is not None:
                 outcomes = await self._still_leased(connection, outcomes, worker_id)
             done = [o for o in outcomes if o.status == "done"]
@@ -72,8 +71,10 @@ class ResultsMixin(StoreBase):
                 # After the calls' own: a copy's source may be in this very batch.
                 outcomes = await store_copies(connection, outcomes, now)
                 done = [o for o in outcomes if o.status == "done"]
-                # The copies stored (not those fenced off or put back) count in the ledger.
-                await add_usage(connection, self._insert, [o for o in done if o.is_copy], job.id)
+            # The ledger: every call, and the copies stored (not those fenced off or put back);
+            # the calls' budget holds end with it.
+            copies = [o for o in done if o.is_copy]
+            await add_usage(connection, self._insert, [*paid, *copies], job.id)
             if done:
                 await connection.execute(
                     _SET_DONE.where(*leased(worker_id)), [_done_row(o, now) for o in done]
